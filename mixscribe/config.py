@@ -1,0 +1,268 @@
+"""Frozen dataclass configs with YAML presets.
+
+A preset is a YAML file with one section per stage (`synth:`, later `model:`, `train:` ...). Every
+field is checked: an unknown key or a value of the wrong type is a ConfigError naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixscribe.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Random piano-roll rules of paper-spec §8.1-8.2 (Our:Sep column), every number a field."""
+
+    clip_frames: int = 600
+    octave_weights: tuple[float, ...] = (1, 3, 5, 5, 5, 3, 2)
+    near_prob: float = 0.53
+    near_window: int = 9
+    duration_mean: float = 32.0
+    duration_min: int = 4
+    duration_max: int = 100
+    onset_mu: float = 0.0
+    onset_scale: float = 14.0
+    poly_prob: float = 0.18
+    chord_prob: float = 0.85
+    chord_intervals: tuple[int, ...] = (4, 5, 7, 12)
+    max_polyphony: int = 8
+    velocity_min: int = 46
+    velocity_max: int = 127
+    detune_max: int = 1000  # pitch-bend units of +-8192 (2 semitones)
+    vibrato_low: float = -30.0
+    vibrato_mode: float = 0.0
+    vibrato_high: float = 96.0
+    vibrato_max_beats: float = 2.0
+    tempo_bpm: float = 120.0
+    jitter_frames: float = 0.49
+    use_program_ranges: bool = True  # the register constraint the paper lacked
+
+    def validate(self) -> None:
+        _check(self.clip_frames >= 32, "generator.clip_frames", "must be >= 32")
+        _check(len(self.octave_weights) == 7, "generator.octave_weights", "needs 7 weights")
+        _check(all(w >= 0 for w in self.octave_weights), "generator.octave_weights", "must be >= 0")
+        _check(0 <= self.near_prob <= 1, "generator.near_prob", "must be in [0, 1]")
+        _check(self.near_window >= 1, "generator.near_window", "must be >= 1")
+        _check(
+            1 <= self.duration_min <= self.duration_mean <= self.duration_max,
+            "generator.duration_mean",
+            "needs duration_min <= duration_mean <= duration_max",
+        )
+        _check(self.onset_scale > 0, "generator.onset_scale", "must be > 0")
+        _check(0 <= self.poly_prob < 1, "generator.poly_prob", "must be in [0, 1)")
+        _check(0 <= self.chord_prob <= 1, "generator.chord_prob", "must be in [0, 1]")
+        _check(self.max_polyphony >= 1, "generator.max_polyphony", "must be >= 1")
+        _check(
+            1 <= self.velocity_min < self.velocity_max <= 127,
+            "generator.velocity_min",
+            "needs 1 <= velocity_min < velocity_max <= 127",
+        )
+        _check(0 <= self.detune_max <= 8191, "generator.detune_max", "must be in [0, 8191]")
+        _check(
+            self.vibrato_low <= self.vibrato_mode <= self.vibrato_high,
+            "generator.vibrato_mode",
+            "needs vibrato_low <= vibrato_mode <= vibrato_high",
+        )
+        _check(self.tempo_bpm > 0, "generator.tempo_bpm", "must be > 0")
+        _check(0 <= self.jitter_frames < 0.5, "generator.jitter_frames", "must be in [0, 0.5)")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """FluidSynth settings, all explicit: its defaults (reverb on, gain 0.2, 10 ms notes) bias data."""
+
+    render_rate: int = 44100  # rendered here, then anti-alias resampled to 22,050 Hz
+    synth_gain: float = 0.5
+    interpolation: int = 7  # FluidSynth: 0 none, 1 linear, 4 fourth-order, 7 seventh-order
+    polyphony: int = 4096
+    reverb: bool = False
+    chorus: bool = False
+    target_rms_dbfs: float = -20.0
+    peak_limit: float = 0.98
+    silence_rms: float = 1e-5
+    note_silence_db: float = -50.0
+    max_raw_peak: float = 4.0
+
+    def validate(self) -> None:
+        _check(self.render_rate in (22050, 44100, 88200), "render.render_rate", "must be 22050, 44100 or 88200")
+        _check(0 < self.synth_gain <= 10, "render.synth_gain", "must be in (0, 10]")
+        _check(self.interpolation in (0, 1, 4, 7), "render.interpolation", "must be 0, 1, 4 or 7")
+        _check(16 <= self.polyphony <= 65535, "render.polyphony", "must be in [16, 65535]")
+        _check(0 < self.peak_limit <= 1, "render.peak_limit", "must be in (0, 1]")
+        _check(self.target_rms_dbfs < 0, "render.target_rms_dbfs", "must be < 0")
+
+
+SPLITS = ("train", "valid", "unseen-soundfont", "unseen-family")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Declared held-out sets: studies rotate them by changing one value."""
+
+    fractions: dict[str, float] = field(
+        default_factory=lambda: {"train": 0.8, "valid": 0.1, "unseen-soundfont": 0.05, "unseen-family": 0.05}
+    )
+    holdout_sf_family: str = "tim"
+    holdout_gm_families: tuple[str, ...] = ("brass", "ethnic")
+
+    def validate(self) -> None:
+        unknown = set(self.fractions) - set(SPLITS)
+        _check(not unknown, "splits.fractions", f"unknown split(s) {sorted(unknown)}; known: {list(SPLITS)}")
+        _check(all(v >= 0 for v in self.fractions.values()), "splits.fractions", "must be >= 0")
+        _check(sum(self.fractions.values()) > 0, "splits.fractions", "must not all be 0")
+        from mixscribe.synth.instruments import GM_FAMILIES
+
+        bad = [f for f in self.holdout_gm_families if f not in GM_FAMILIES]
+        _check(not bad, "splits.holdout_gm_families", f"unknown GM famil(ies) {bad}; known: {list(GM_FAMILIES)}")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    soundfonts: tuple[str, ...] = ()  # catalog ids; empty = every installed catalog entry
+    programs: tuple[int, ...] = ()  # GM programs (0-based); empty = every pitched program
+    stems_min: int = 1
+    stems_max: int = 4
+    distinct_gm_family: bool = True
+    clips_per_shard: int = 16
+    seed: int = 0
+    workers: int = 0  # render actors; 0 = one per CPU of the cluster
+    actor_cpus: float = 0.75  # < 1 so read/write tasks never starve on a 2-CPU machine
+    max_draw_attempts: int = 6
+
+    def validate(self) -> None:
+        self.generator.validate()
+        self.render.validate()
+        self.splits.validate()
+        _check(1 <= self.stems_min <= self.stems_max <= 8, "synth.stems_min", "needs 1 <= stems_min <= stems_max <= 8")
+        bad = [p for p in self.programs if not 0 <= p <= 127]
+        _check(not bad, "synth.programs", f"GM programs must be 0..127, got {bad}")
+        _check(self.clips_per_shard >= 1, "synth.clips_per_shard", "must be >= 1")
+        _check(self.workers >= 0, "synth.workers", "must be >= 0")
+        _check(0 < self.actor_cpus <= 16, "synth.actor_cpus", "must be in (0, 16]")
+        _check(self.max_draw_attempts >= 1, "synth.max_draw_attempts", "must be >= 1")
+
+
+def _check(ok: bool, name: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"config field {name}: {why}")
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field {name}: expected a mapping, got {type(value).__name__}")
+        return from_dict(hint, value, prefix=f"{name}.")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config field {name}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field {name}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(hint)
+        return {str(k): _coerce(v, vt, f"{name}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], name)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config field {name}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config field {name}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config field {name}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config field {name}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+T = typing.TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build a frozen config from a plain mapping; unknown keys are errors, not silently ignored."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"config field {prefix}{unknown[0]}: unknown (known: {sorted(names)})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain, JSON/YAML-serialisable form (tuples become lists)."""
+    return json_safe(dataclasses.asdict(cfg))
+
+
+def json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: the form MLflow params take."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(spec: str) -> dict:
+    """A preset name (see available_presets) or a path to a YAML file -> its raw mapping."""
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        path = PRESET_DIR / f"{spec}.yaml"
+        if not path.exists():
+            raise ConfigError(f"config {spec!r}: no such preset (known: {available_presets()}) or file")
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def load_synth_config(spec: str, **overrides: Any) -> SynthConfig:
+    data = dict(load_preset(spec).get("synth") or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = from_dict(SynthConfig, data, prefix="synth.")
+    cfg.validate()
+    return cfg

@@ -1,0 +1,1 @@
+"""Synthesis: SoundFont catalog, random piano rolls, rendering, Ray Data to Parquet shards."""
