@@ -163,8 +163,6 @@ def _render_to(staging: str, fs, cfg_dict: dict, sf_ids: list[str], ranges, work
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=min(workers, len(items))),
         num_cpus=actor_cpus,
-        max_restarts=-1,
-        max_task_retries=-1,
     )
     ds.write_parquet(
         staging,

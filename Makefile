@@ -1,0 +1,54 @@
+# Two commands on a fresh Debian machine (as root): `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# FluidSynth (pyfluidsynth is a ctypes wrapper around the Debian library) and the catalog's SoundFonts.
+APT_PACKAGES := fluidsynth libfluidsynth3 fluid-soundfont-gm fluidr3mono-gm-soundfont \
+	musescore-general-soundfont timgm6mb-soundfont csound-soundfont opl3-soundfont
+OUT ?= out
+DEMO_CLIPS ?= 48
+export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup system run test test-all bench clean
+
+system:
+	@if dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -vq "install ok installed" \
+	   || [ "$$(dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | wc -l)" -ne $(words $(APT_PACKAGES)) ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	else echo "system packages present"; fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch pinned to the CPU build (a bare `torch` would pull multi-GB CUDA wheels).
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: system $(STAMP)
+
+run: setup
+	$(BIN)/mixscribe soundfonts verify
+	$(BIN)/mixscribe synth --config demo --out $(OUT)/demo-shards --clips $(DEMO_CLIPS)
+	$(BIN)/mixscribe inspect $(OUT)/demo-shards --clip first --out $(OUT)/demo-inspect
+	@echo
+	@echo "Shards: $(OUT)/demo-shards (manifest.json + clips/*.parquet)."
+	@echo "One clip as WAV/MIDI/PNG: $(OUT)/demo-inspect/. Inspect others with:"
+	@echo "  $(BIN)/mixscribe inspect $(OUT)/demo-shards --clip clip-00000003 --out $(OUT)/demo-inspect"
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/synth_throughput.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

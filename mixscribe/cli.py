@@ -1,0 +1,136 @@
+"""The `mixscribe` command. Thin: parses arguments, imports the stage it runs only when it runs it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from mixscribe.config import load_synth_config
+    from mixscribe.synth.pipeline import run_synth
+
+    cfg = load_synth_config(args.config, seed=args.seed, workers=args.workers)
+    result = run_synth(cfg, args.out, args.clips, overwrite=args.overwrite)
+    m = result.manifest
+    print(f"wrote {m['num_clips']} clips ({m['hours'] * 60:.1f} min of audio, {m['stems_total']} stems) "
+          f"in {m['render_seconds']:.1f} s to {result.out}")  # fmt: skip
+    print(f"splits {m['rows_per_split']}; dropped stems {m['dropped_stems_total']} {m['dropped_stems']}")
+    print(f"inspect: mixscribe inspect {result.out} [--clip {m['files'][0]['first_id']}]")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from mixscribe.synth import inspect
+
+    print(inspect.summary(args.shards))
+    if args.clip:
+        clip_id = inspect.first_clip_id(args.shards) if args.clip == "first" else args.clip
+        for p in inspect.export_clip(args.shards, clip_id, args.out):
+            print(f"wrote {p}")
+    return 0
+
+
+def _cmd_soundfonts(args: argparse.Namespace) -> int:
+    from mixscribe.synth import catalog
+
+    entries = catalog.select(tuple(args.soundfont or ()), installed_only=args.action != "install")
+    if args.action == "install":
+        missing = [e for e in entries if not e.installed()]
+        if missing:
+            catalog.install(missing)
+        for e in entries:
+            catalog.verify_file(e)
+            print(f"ok  {e.id:20s} {e.path}")
+        return 0
+    if args.action == "verify":
+        bad = 0
+        for e in catalog.select(tuple(args.soundfont or ()), installed_only=False):
+            try:
+                catalog.verify_file(e)
+                print(f"ok       {e.id:20s} {e.family:8s} {e.path}")
+            except Exception as exc:  # report every file, then fail
+                bad += 1
+                print(f"FAILED   {e.id:20s} {exc}")
+        return 1 if bad else 0
+    if args.action == "list":
+        from mixscribe.synth.survey import preset_table
+
+        rows = preset_table(entries)
+        lines = ["soundfont\tbank\tprogram\tname\tsilent"]
+        lines += [f"{r.soundfont}\t{r.bank}\t{r.program}\t{r.name}\t{'SILENT' if r.silent else ''}" for r in rows]
+        text = "\n".join(lines) + "\n"
+        if args.out:
+            from pathlib import Path
+
+            from mixscribe.fsio import atomic_local_path
+
+            target = Path(args.out)
+            tmp = atomic_local_path(target)
+            tmp.write_text(text)
+            tmp.replace(target)
+        else:
+            sys.stdout.write(text)
+        silent = sum(r.silent for r in rows)
+        print(f"{len(rows)} presets in {len(entries)} SoundFonts, {silent} render silence", file=sys.stderr)
+        return 0
+    from mixscribe.synth.survey import overlap
+
+    report = overlap(entries, tuple(args.programs or ()), min_shared=args.min_shared)
+    print("presets whose samples match (shared/compared):")
+    print(report.format())
+    problems = report.disagreements()
+    for p in problems:
+        print(f"DISAGREES: {p}")
+    if problems:
+        print("mixscribe: error: declared SoundFont families disagree with the measured overlap", file=sys.stderr)
+        return 1
+    print("declared families agree with the measured overlap")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixscribe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="render random multi-stem clips into Parquet shards (Ray Data)")
+    p.add_argument("--config", default="demo", help="preset name or YAML file (default: demo)")
+    p.add_argument("--out", required=True, help="output folder or URI (s3://, gs://)")
+    p.add_argument("--clips", type=int, required=True, help="number of clips")
+    p.add_argument("--seed", type=int, default=None, help="base seed (overrides the config)")
+    p.add_argument("--workers", type=int, default=None, help="render actors (default: one per CPU)")
+    p.add_argument("--overwrite", action="store_true", help="replace shards of another config in --out")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("inspect", help="summarise a shard set; export one clip as WAV/MIDI/PNG")
+    p.add_argument("shards")
+    p.add_argument("--clip", help="clip id to export ('first' for the first clip)")
+    p.add_argument("--out", default="inspect", help="folder for the exported clip (default: ./inspect)")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("soundfonts", help="install, list, verify the catalog; measure sample overlap")
+    p.add_argument("action", choices=["install", "list", "verify", "overlap"])
+    p.add_argument("--soundfont", action="append", help="catalog id (repeatable; default: all)")
+    p.add_argument("--out", help="list: write the preset table (TSV) here")
+    p.add_argument("--programs", type=int, nargs="*", help="overlap: GM programs to compare (default: all pitched)")
+    p.add_argument("--min-shared", type=int, default=3, help="overlap: presets that make two SoundFonts share")
+    p.set_defaults(func=_cmd_soundfonts)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mixscribe.errors import MixscribeError
+
+    try:
+        return args.func(args)
+    except MixscribeError as exc:
+        print(f"mixscribe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mixscribe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The synth stage on a real local Ray cluster (2 CPUs) with real small SoundFonts."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mixscribe.config import SplitConfig, load_synth_config
+from mixscribe.errors import MixscribeError
+from mixscribe.schema import table_to_clips
+from mixscribe.synth.pipeline import read_clips_table, run_synth
+
+
+def sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def even_cfg():
+    cfg = load_synth_config("tiny")
+    fractions = {"train": 0.25, "valid": 0.25, "unseen-soundfont": 0.25, "unseen-family": 0.25}
+    return dataclasses.replace(cfg, workers=2, splits=dataclasses.replace(cfg.splits, fractions=fractions))
+
+
+@pytest.fixture(scope="module")
+def shards(ray_local, even_cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    result = run_synth(even_cfg, str(out), 14)
+    return out, result.manifest
+
+
+def test_manifest_describes_what_was_written(shards):
+    out, m = shards
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["num_clips"] == 14 and sum(on_disk["rows_per_split"].values()) == 14
+    assert on_disk["schema_version"] == 1 and on_disk["fluidsynth_version"].startswith("2.")
+    assert set(on_disk["soundfonts"]) == {"timgm6mb", "csound_gmbank", "opl3_fm"}
+    assert on_disk["config"]["generator"]["clip_frames"] == 256
+    for f in on_disk["files"]:
+        assert sha(out / f["path"]) == f["sha256"]
+    assert sorted(p.name for p in (out / "clips").iterdir()) == [f"part-{i:08d}.parquet" for i in (0, 4, 8, 12)]
+    assert not list(out.glob(".staging-*")) and not list(out.glob(".tmp-*"))
+    ids = read_clips_table(str(out), columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == [f"clip-{i:08d}" for i in range(14)]  # every clip exactly once
+
+
+def test_clips_are_sound_and_splits_never_leak(shards, even_cfg):
+    out, m = shards
+    clips = table_to_clips(read_clips_table(str(out)))
+    held_sf, held_gm = even_cfg.splits.holdout_sf_family, set(even_cfg.splits.holdout_gm_families)
+    seen_splits = set()
+    for c in clips:
+        seen_splits.add(c.split)
+        assert 1 <= len(c.stems) <= 3 and c.num_samples == 256 * 256
+        assert {n.stem for n in c.notes} == set(range(len(c.stems)))
+        assert len({s.gm_family for s in c.stems}) == len(c.stems)  # distinct GM families per clip
+        for s in c.stems:
+            assert len(s.pcm) == c.num_samples and s.pcm.std() > 50  # not silent
+            unseen_sf, unseen_gm = s.sf_family == held_sf, s.gm_family in held_gm
+            if c.split in ("train", "valid"):
+                assert not unseen_sf and not unseen_gm
+            elif c.split == "unseen-soundfont":
+                assert unseen_sf and not unseen_gm
+            else:
+                assert unseen_gm and not unseen_sf
+    assert len(seen_splits) >= 3
+
+
+def test_rerun_gives_identical_bytes_also_through_a_uri(shards, even_cfg, tmp_path):
+    out, m = shards
+    again = run_synth(even_cfg, f"file://{tmp_path}", 14)
+    assert [f["sha256"] for f in again.manifest["files"]] == [f["sha256"] for f in m["files"]]
+    for f in m["files"]:
+        assert sha(tmp_path / f["path"]) == f["sha256"]
+
+
+def test_other_config_into_same_folder_needs_overwrite(shards, even_cfg, tmp_path):
+    run_synth(even_cfg, str(tmp_path), 4)
+    other = dataclasses.replace(even_cfg, seed=99)
+    with pytest.raises(MixscribeError, match="already holds shards of another config"):
+        run_synth(other, str(tmp_path), 4)
+    assert (tmp_path / "manifest.json").exists()  # the refused run destroyed nothing
+    run_synth(other, str(tmp_path), 4, overwrite=True)
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["seed"] == 99
+
+
+def test_empty_split_pool_is_a_config_error(ray_local, even_cfg, tmp_path):
+    cfg = dataclasses.replace(
+        even_cfg, soundfonts=("timgm6mb",), splits=SplitConfig(fractions={"unseen-soundfont": 1.0}, holdout_sf_family="opl3")
+    )
+    with pytest.raises(MixscribeError, match="splits.fractions.unseen-soundfont: no SoundFont preset fits"):
+        run_synth(cfg, str(tmp_path), 2)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_cli_end_to_end_killed_run_leaves_no_manifest_and_rerun_recovers(tmp_path):
+    """The real entry point on 2 CPUs with 2 render actors (no deadlock), killed mid-run, then re-run."""
+    out = tmp_path / "shards"
+    exe = str(Path(sys.executable).parent / "mixscribe")
+    args = [exe, "synth", "--config", "tiny", "--out", str(out), "--clips", "6", "--workers", "2"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "wrote 6 clips" in first.stdout
+    before = json.loads((out / "manifest.json").read_text())
+
+    bigger = args[:-3] + ["40", "--workers", "2", "--overwrite"]
+    proc = subprocess.Popen(bigger, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(p.suffix == ".parquet" for p in out.glob(".staging-*/*")):
+        time.sleep(0.2)
+    assert time.time() < deadline, "the run never started writing"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (out / "manifest.json").exists()  # a run that dies leaves no manifest
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = json.loads((out / "manifest.json").read_text())
+    assert [f["sha256"] for f in after["files"]] == [f["sha256"] for f in before["files"]]
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["part-00000000.parquet", "part-00000004.parquet"]
+
+    insp = subprocess.run([exe, "inspect", str(out), "--clip", "clip-00000001", "--out", str(tmp_path / "ins")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert insp.returncode == 0, insp.stderr[-2000:]
+    assert "clips          6" in insp.stdout
+    _check_exported_clip(tmp_path / "ins" / "clip-00000001", out)
+
+
+def _check_exported_clip(folder: Path, shards: Path):
+    import pretty_midi
+    import soundfile as sf
+
+    clip = [c for c in table_to_clips(pq.read_table(shards / "clips" / "part-00000000.parquet")) if c.id == "clip-00000001"][0]
+    mix, sr = sf.read(folder / "mix.wav")
+    assert sr == 22050 and len(mix) == clip.num_samples and abs(mix).max() > 0.01
+    stems = sorted(folder.glob("stem*.wav"))
+    assert len(stems) == len(clip.stems)
+    midi = pretty_midi.PrettyMIDI(str(folder / "notes.mid"))
+    assert [i.program for i in midi.instruments] == [s.gm_program for s in clip.stems]
+    assert sum(len(i.notes) for i in midi.instruments) == len(clip.notes)
+    png = (folder / "pianoroll.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
