@@ -85,7 +85,7 @@ class RenderConfig:
     render_rate: int = 44100  # rendered here, then anti-alias resampled to 22,050 Hz
     synth_gain: float = 0.5
     interpolation: int = 7  # FluidSynth: 0 none, 1 linear, 4 fourth-order, 7 seventh-order
-    polyphony: int = 4096
+    polyphony: int = 1024  # far above any stem's need (<= 8 notes x layers x release tails)
     reverb: bool = False
     chorus: bool = False
     target_rms_dbfs: float = -20.0

@@ -41,6 +41,12 @@ class Performance:
 
 
 def _truncnorm(rng: np.random.Generator, loc: float, scale: float, low: float, high: float) -> float:
+    """Normal(loc, scale) truncated to [low, high]. Rejection is exact and ~100x faster than
+    scipy.stats.truncnorm here (the bounds keep most of the mass); scipy handles the rare tight case."""
+    for _ in range(32):
+        x = rng.normal(loc, scale)
+        if low <= x <= high:
+            return float(x)
     a, b = (low - loc) / scale, (high - loc) / scale
     return float(truncnorm.rvs(a, b, loc=loc, scale=scale, random_state=rng))
 

@@ -1,7 +1,8 @@
-"""`mixscribe synth`: seeds -> Ray Data map_batches(ShardRenderer actors) -> write_parquet -> manifest.
+"""`mixscribe synth`: seeds -> Ray Data map_batches(ShardRenderer actors, each writing its Parquet
+shards) -> commit -> manifest.
 
 Exactly-once and restartable: every shard holds a fixed range of clip indices and is named after it;
-files are written to a staging folder, checked (every clip id once), moved into `clips/`, and the
+shards are written to a staging folder, checked (every clip id once), moved into `clips/`, and the
 manifest is written last. A run that dies leaves no manifest; re-running the same command produces the
 same shards, byte for byte.
 """
@@ -9,33 +10,39 @@ same shards, byte for byte.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 import mixscribe
 from mixscribe.config import SynthConfig, from_dict, to_dict
 from mixscribe.errors import MixscribeError, ShardError
-from mixscribe.fsio import atomic_write_json, ensure_writable_dir, exists, read_json, resolve
+from mixscribe.fsio import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exists, read_json, resolve
 from mixscribe.schema import CLIP_SCHEMA, SCHEMA_VERSION, check_schema
 from mixscribe.synth import catalog
 from mixscribe.synth.clips import clip_id
 
-log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CLIPS_DIR = "clips"
 
 
 class ShardRenderer:
-    """Ray Data callable class: one FluidSynth per actor, SoundFonts loaded once per actor."""
+    """Ray Data callable class: one FluidSynth per actor, SoundFonts loaded once per actor.
 
-    def __init__(self, cfg: dict, soundfont_ids: list[str]):
+    Each call renders whole shards and writes each one itself, to a name that depends only on its
+    clip range (`part-<first index>.parquet`, via a temporary name and a rename), and returns one small
+    summary row per shard. So a retried task rewrites the same file (exactly once), the audio never
+    travels through the object store to a separate write task, and the driver's commit reads nothing
+    back. (This replaced `Dataset.write_parquet`, whose file names and bytes vary run to run and
+    whose write tasks cost a third of the render CPU on a 2-core machine: docs/benchmarks.md.)
+    """
+
+    def __init__(self, cfg: dict, soundfont_ids: list[str], staging: str | None = None):
         from mixscribe.synth.clips import ClipMaker
         from mixscribe.synth.render import FluidSynthRenderer
 
@@ -43,15 +50,57 @@ class ShardRenderer:
         entries = catalog.select(tuple(soundfont_ids))
         self.renderer = FluidSynthRenderer(self.cfg.render, entries)
         self.maker = ClipMaker(self.cfg, entries, self.renderer)
+        self.fs, self.staging = resolve(staging) if staging else (None, None)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def render_shard(self, start: int, stop: int) -> pa.Table:
         from mixscribe.schema import clips_to_table
 
-        clips = []
+        self.renderer.restart()  # a shard's bytes must not depend on what this actor rendered before
+        return clips_to_table([self.maker.make(i) for i in range(start, stop)])
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = []
         for start, stop in zip(batch["start"].to_pylist(), batch["stop"].to_pylist()):
-            self.renderer.restart()  # a shard's bytes must not depend on what this actor rendered before
-            clips.extend(self.maker.make(i) for i in range(start, stop))
-        return clips_to_table(clips)
+            table = self.render_shard(start, stop)
+            rows.append(write_shard(self.fs, self.staging, start, table))
+        return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
+
+
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("start", pa.int64()),
+        ("path", pa.string()),
+        ("ids", pa.list_(pa.string())),
+        ("splits", pa.list_(pa.string())),
+        ("stems", pa.int64()),
+        ("empty", pa.int64()),
+        ("seconds", pa.float64()),
+        ("dropped", pa.list_(pa.string())),
+        ("sha256", pa.string()),
+    ]
+)
+
+
+def write_shard(fs: pafs.FileSystem, staging: str, start: int, table: pa.Table) -> dict:
+    """Write one shard atomically (temporary name, then rename) and describe it for the manifest."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", compression_level=1)
+    data = sink.getvalue().to_pybytes()
+    path = f"{staging}/{shard_name(start)}"
+    atomic_write_bytes(fs, path, data)
+    notes = table.column("notes").to_pylist()
+    return {
+        "start": start,
+        "path": path,
+        "ids": table.column("id").to_pylist(),
+        "splits": table.column("split").to_pylist(),
+        "stems": sum(len({n["stem"] for n in ns}) for ns in notes),  # every stem has notes
+        "empty": sum(not ns for ns in notes),
+        "seconds": float(sum(n / sr for n, sr in zip(table.column("num_samples").to_pylist(),
+                                                     table.column("sample_rate").to_pylist()))),  # fmt: skip
+        "dropped": [d["reason"] for ds in table.column("dropped_stems").to_pylist() for d in ds],
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def _validate_instruments(cfg: dict, soundfont_ids: list[str]) -> dict[str, int]:
@@ -73,12 +122,11 @@ def shard_name(start: int) -> str:
     return f"part-{start:08d}.parquet"
 
 
-def _file_sha256(fs: pafs.FileSystem, path: str) -> str:
-    h = hashlib.sha256()
-    with fs.open_input_stream(path) as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+def _uri(fs: pafs.FileSystem, path: str) -> str:
+    """A path the actors can reopen on their own node: keep the scheme of remote filesystems."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        return path
+    return f"{fs.type_name}://{path}"
 
 
 def _check_previous(fs: pafs.FileSystem, root: str, manifest: dict, overwrite: bool) -> None:
@@ -137,13 +185,14 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     ranges = shard_ranges(num_clips, cfg.clips_per_shard)
     t0 = time.perf_counter()
     try:
-        _render_to(staging, fs, cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus)
-        files = _commit(fs, root, staging, ranges)
+        fs.create_dir(staging, recursive=True)
+        summaries = _render_to(_uri(fs, staging), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus)
+        summaries = _commit(fs, root, staging, ranges, summaries)
     except Exception as exc:
         if exists(fs, staging):
             fs.delete_dir(staging)
         raise unwrap_ray_error(exc) from None
-    manifest.update(_summarise(fs, root, files))
+    manifest.update(_summarise(summaries))
     manifest["pool_sizes"] = pools
     manifest["render_seconds"] = round(time.perf_counter() - t0, 3)
     manifest["workers"] = workers
@@ -151,94 +200,58 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     return SynthResult(out=root, manifest=manifest)
 
 
-def _render_to(staging: str, fs, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float) -> None:
+def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float) -> list[dict]:
     import ray
     from ray.data import ActorPoolStrategy
+
     items = [{"start": a, "stop": b} for a, b in ranges]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         ShardRenderer,
-        fn_constructor_kwargs={"cfg": cfg_dict, "soundfont_ids": sf_ids},
+        fn_constructor_kwargs={"cfg": cfg_dict, "soundfont_ids": sf_ids, "staging": staging},
         batch_size=1,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=min(workers, len(items))),
         num_cpus=actor_cpus,
     )
-    ds.write_parquet(
-        staging,
-        filesystem=fs,
-        ray_remote_args={"num_cpus": 0.1},
-        compression="zstd",
-    )
+    return ds.take_all()
 
 
-def _commit(fs: pafs.FileSystem, root: str, staging: str, ranges) -> list[str]:
-    """Check that every clip is present exactly once, then move one file per shard range under clips/,
-    named by its range. A staging file holding several ranges (Ray may bundle) is split first."""
-    by_start = {a: b for a, b in ranges}
-    seen: list[str] = []
-    moves: list[tuple[str, int]] = []
-    for info in sorted(fs.get_file_info(pafs.FileSelector(staging)), key=lambda i: i.path):
-        if not info.path.endswith(".parquet"):
-            continue
-        pf = pq.ParquetFile(info.path, filesystem=fs)
-        check_schema(pf.schema_arrow, info.path)
-        ids = pf.read(columns=["id"]).column("id").to_pylist()
-        seen.extend(ids)
-        first = int(ids[0].rsplit("-", 1)[1]) if ids else -1
-        if first in by_start and ids == [clip_id(i) for i in range(first, by_start[first])]:
-            moves.append((info.path, first))
-            continue
-        log.info("%s holds several shard ranges: splitting it", info.path)
-        table = pf.read()
-        index = {v: i for i, v in enumerate(ids)}
-        for a, b in ranges:
-            if clip_id(a) in index:
-                part = table.take(pa.array([index[clip_id(i)] for i in range(a, b) if clip_id(i) in index]))
-                tmp = f"{staging}/split-{a:08d}.parquet.part"
-                pq.write_table(part, tmp, filesystem=fs, compression="zstd")
-                moves.append((tmp, a))
-    expected = {clip_id(i) for a, b in ranges for i in range(a, b)}
-    if len(seen) != len(set(seen)) or set(seen) != expected:
-        raise ShardError(f"{staging}: rendered {len(seen)} rows, {len(set(seen))} distinct, expected {len(expected)}")
+def _commit(fs: pafs.FileSystem, root: str, staging: str, ranges, summaries: list[dict]) -> list[dict]:
+    """Check that every clip was written exactly once, then move the shards under clips/."""
+    summaries = sorted({s["start"]: s for s in summaries}.values(), key=lambda s: s["start"])
+    ids = [i for s in summaries for i in s["ids"]]
+    expected = [clip_id(i) for a, b in ranges for i in range(a, b)]
+    if ids != expected:
+        raise ShardError(f"{staging}: rendered {len(ids)} clips ({len(set(ids))} distinct), expected {len(expected)}")
     final_dir = f"{root}/{CLIPS_DIR}"
     if exists(fs, final_dir):
         fs.delete_dir_contents(final_dir)
     fs.create_dir(final_dir, recursive=True)
-    files = []
-    for path, start in sorted(moves, key=lambda m: m[1]):
-        fs.move(path, f"{final_dir}/{shard_name(start)}")
-        files.append(f"{final_dir}/{shard_name(start)}")
+    for s in summaries:
+        if not exists(fs, s["path"]):
+            raise ShardError(f"{s['path']}: reported written but missing")
+        fs.move(s["path"], f"{final_dir}/{shard_name(s['start'])}")
     fs.delete_dir(staging)
-    return files
+    return summaries
 
 
-def _summarise(fs: pafs.FileSystem, root: str, files: list[str]) -> dict:
-    cols = ["id", "split", "num_samples", "sample_rate", "notes", "dropped_stems"]
-    rows_per_split: dict[str, int] = {}
-    dropped: dict[str, int] = {}
-    file_info = []
-    seconds = 0.0
-    n_stems = 0
-    for path in files:
-        t = pq.read_table(path, filesystem=fs, columns=cols + ["stems"])
-        for split in t.column("split").to_pylist():
-            rows_per_split[split] = rows_per_split.get(split, 0) + 1
-        for lst in t.column("dropped_stems").to_pylist():
-            for d in lst:
-                dropped[d["reason"]] = dropped.get(d["reason"], 0) + 1
-        seconds += float(pc.sum(pc.divide(pc.cast(t["num_samples"], pa.float64()), t["sample_rate"])).as_py())
-        n_stems += int(pc.sum(pc.list_value_length(t["stems"])).as_py())
-        ids = t.column("id").to_pylist()
-        file_info.append({"path": path[len(root) + 1 :], "rows": t.num_rows, "first_id": ids[0],
-                          "last_id": ids[-1], "sha256": _file_sha256(fs, path)})  # fmt: skip
+def _summarise(summaries: list[dict]) -> dict:
+    splits = Counter(x for s in summaries for x in s["splits"])
+    dropped = Counter(x for s in summaries for x in s["dropped"])
+    files = [
+        {"path": f"{CLIPS_DIR}/{shard_name(s['start'])}", "rows": len(s["ids"]), "first_id": s["ids"][0],
+         "last_id": s["ids"][-1], "sha256": s["sha256"]}  # fmt: skip
+        for s in summaries
+    ]
     return {
-        "rows_per_split": dict(sorted(rows_per_split.items())),
+        "rows_per_split": dict(sorted(splits.items())),
         "dropped_stems": dict(sorted(dropped.items())),
         "dropped_stems_total": int(sum(dropped.values())),
-        "stems_total": n_stems,
-        "hours": round(seconds / 3600, 4),
-        "files": file_info,
+        "stems_total": int(sum(s["stems"] for s in summaries)),
+        "empty_clips": int(sum(s["empty"] for s in summaries)),
+        "hours": round(sum(s["seconds"] for s in summaries) / 3600, 4),
+        "files": files,
     }
 
 

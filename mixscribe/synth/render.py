@@ -71,7 +71,6 @@ class FluidSynthRenderer:
     """Offline FluidSynth (no audio driver), float output, every default that biases data overridden."""
 
     def __init__(self, cfg: RenderConfig, soundfonts: list[SoundFontEntry]):
-        import fluidsynth
 
         self.cfg = cfg
         self._fl = _bind_float_writer()
@@ -100,7 +99,8 @@ class FluidSynthRenderer:
 
         self.close()
         cfg = self.cfg
-        self.synth = fluidsynth.Synth(gain=cfg.synth_gain, samplerate=float(cfg.render_rate), **self._settings)
+        self.synth = fluidsynth.Synth(gain=cfg.synth_gain, samplerate=float(cfg.render_rate), channels=16,
+                                      **self._settings)  # fmt: skip
         self._sfids = {}
 
     def close(self) -> None:
@@ -133,10 +133,12 @@ class FluidSynthRenderer:
         return self._presets[soundfont]
 
     def _reset(self, sfid: int, instrument: Instrument) -> None:
+        """Silence and reset controllers. (Not system_reset: it re-selects the default preset on every
+        channel, which reloads that preset's samples, ~0.3 s each time with dynamic sample loading.)"""
         s = self.synth
         for ch in range(16):
             s.all_sounds_off(ch)
-        s.system_reset()
+            s.cc(ch, 121, 0)  # reset all controllers: bend, modulation, expression, pedals
         self._fl.fluid_synth_set_interp_method(s.synth, -1, self.cfg.interpolation)
         for ch in MELODIC_CHANNELS:
             if s.program_select(ch, sfid, instrument.bank, instrument.preset) != 0:
@@ -144,8 +146,6 @@ class FluidSynthRenderer:
                     f"{self.entries[instrument.soundfont].path}: no preset bank {instrument.bank} "
                     f"program {instrument.preset}"
                 )
-            s.cc(ch, 1, 0)
-            s.pitch_bend(ch, 0)
         self._flush()
 
     def _flush(self) -> None:
