@@ -41,7 +41,30 @@ class Recording(FluidSynthRenderer):
         return super().render(instrument, performance, num_samples)
 
 
-def bare_rate(cfg, clips: int) -> tuple[float, float]:
+def _render_calls(args) -> float:
+    cfg, calls = args
+    renderer = FluidSynthRenderer(cfg.render, catalog.select(cfg.soundfonts))
+    for ins, perf, n in calls[:20]:
+        renderer.render_raw(ins, perf, n)
+    t0 = time.perf_counter()
+    for ins, perf, n in calls:
+        renderer.render_raw(ins, perf, n)
+    return time.perf_counter() - t0
+
+
+def bare_parallel_speedup(cfg, calls) -> float:
+    """The machine's own limit: the same bare loop in 1 process vs split over 2 processes (spawned)."""
+    from multiprocessing import get_context
+
+    with get_context("spawn").Pool(1) as pool:
+        one = pool.map(_render_calls, [(cfg, calls)])[0]
+    half = len(calls) // 2
+    with get_context("spawn").Pool(2) as pool:
+        two = max(pool.map(_render_calls, [(cfg, calls[:half]), (cfg, calls[half:])]))
+    return one / two
+
+
+def bare_rate(cfg, clips: int) -> tuple[float, float, list]:
     entries = catalog.select(cfg.soundfonts)
     rec = Recording(cfg.render, entries)
     maker = ClipMaker(cfg, entries, rec)
@@ -56,7 +79,7 @@ def bare_rate(cfg, clips: int) -> tuple[float, float]:
         renderer.render_raw(ins, perf, n)
     cpu = time.process_time() - t0
     audio = sum(n for _, _, n in calls) / 22050
-    return audio / cpu, audio
+    return audio / cpu, audio, calls
 
 
 def busy_cpu_seconds() -> float:
@@ -104,8 +127,10 @@ def main() -> None:
     from mixscribe.raycluster import init_ray
 
     init_ray()
-    bare, audio = bare_rate(cfg, args.clips)
+    bare, audio, calls = bare_rate(cfg, args.clips)
     print(f"bare FluidSynth: {bare:.1f} audio-s per CPU-s over {audio:.0f} audio-s")
+    machine_limit = bare_parallel_speedup(cfg, calls)
+    print(f"bare FluidSynth in 2 processes: {machine_limit:.2f}x one (this machine's limit)")
     runs = {}
     for workers in (1, 2):
         runs[workers] = r = pipeline_rate(cfg, args.clips // 4, args.clips, workers)
@@ -130,6 +155,7 @@ Targets (issue 2): >= 70 % of bare per CPU-second; 2 workers >= 1.7x one.
 | what | audio-s per CPU-s used (steady) | vs bare | cores busy | audio-s per worker-s (steady) | whole {args.clips}-clip job: wall (s) | fixed start-up (s) |
 |---|---|---|---|---|---|---|
 | bare FluidSynth, same notes, one process | {bare:.1f} | 100 % | 1.00 | {bare:.1f} | - | - |
+| bare FluidSynth split over 2 processes (no Ray) | - | - | 2 | {machine_limit:.2f}x one process | - | - |
 | pipeline, 1 worker | {runs[1]['cpu_rate']:.1f} | {keep1:.0%} | {runs[1]['cores_busy']:.2f} | {runs[1]['steady']:.1f} | {runs[1]['wall']:.1f} | {runs[1]['fixed']:.1f} |
 | pipeline, 2 workers | {runs[2]['cpu_rate']:.1f} | {keep2:.0%} | {runs[2]['cores_busy']:.2f} | {runs[2]['steady']:.1f} | {runs[2]['wall']:.1f} | {runs[2]['fixed']:.1f} |
 

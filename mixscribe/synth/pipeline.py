@@ -211,7 +211,9 @@ def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
         fn_constructor_kwargs={"cfg": cfg_dict, "soundfont_ids": sf_ids, "staging": staging},
         batch_size=1,
         batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=min(workers, len(items))),
+        # One shard in flight per actor: shards go to whichever actor is free, so no actor idles
+        # at the end while another still holds a queue.
+        compute=ActorPoolStrategy(size=min(workers, len(items)), max_tasks_in_flight_per_actor=1),
         num_cpus=actor_cpus,
     )
     return ds.take_all()
