@@ -156,6 +156,46 @@ class SynthConfig:
         _check(self.max_draw_attempts >= 1, "synth.max_draw_attempts", "must be >= 1")
 
 
+@dataclass(frozen=True)
+class ModelConfig:
+    """The two-branch model of paper-spec §2-§5, with its ablations as switches (not forks)."""
+
+    sample_rate: int = 22050
+    hop: int = 256
+    fmin: float = 32.07955284
+    n_bins: int = 288
+    bins_per_octave: int = 36
+    cqt: str = "octave"  # "octave": octave-wise CQT on nnAudio kernels (fast); "nnaudio": CQT1992v2 (spec parity)
+    trainable_cqt: bool = False  # the paper's learnable-CQT ablation
+    norm: str = "energy"  # "energy" (EnergyNorm), "energy-nolog", "batchnorm" (log -> BatchNorm)
+    energy_eps: float = 1.01e-8
+    sigma_floor: float = 1e-12  # EnergyNorm's sigma floor: silent input gives no NaN/Inf
+    stack_src_bins: int = 288  # 252 reproduces the reference bug (8th octave never read)
+    dilated: bool = True  # False: the undilated 39-wide conv ablation
+    embed_dim: int = 12
+    encoder_out_pad: int = 0  # 1 reproduces the reference's 1/3-semitone offset
+    affine_k_min: float = 0.005
+    affine_k_max: float = 3.0
+    timbre_loss: str = "infonce"  # or "mse" (classic deep clustering)
+    tau: float = 0.15
+    frame_alpha: float = 0.2
+    onset_alpha: float = 0.06
+    focal_gamma: float = 1.0
+    max_anchors: int = 1024  # InfoNCE anchors sampled per item (memory O(anchors x bins), not O(bins^2))
+
+    def validate(self) -> None:
+        _check(self.cqt in ("octave", "nnaudio"), "model.cqt", "must be 'octave' or 'nnaudio'")
+        _check(self.norm in ("energy", "energy-nolog", "batchnorm"), "model.norm",
+               "must be 'energy', 'energy-nolog' or 'batchnorm'")  # fmt: skip
+        _check(self.stack_src_bins in (252, 288), "model.stack_src_bins", "must be 252 or 288")
+        _check(self.timbre_loss in ("infonce", "mse"), "model.timbre_loss", "must be 'infonce' or 'mse'")
+        _check(self.encoder_out_pad in (0, 1), "model.encoder_out_pad", "must be 0 or 1")
+        _check(self.embed_dim >= 2, "model.embed_dim", "must be >= 2")
+        _check(self.tau > 0, "model.tau", "must be > 0")
+        _check(self.n_bins == 288 and self.bins_per_octave == 36, "model.n_bins",
+               "the network is built for 288 bins at 36 per octave")  # fmt: skip
+
+
 def _check(ok: bool, name: str, why: str) -> None:
     if not ok:
         raise ConfigError(f"config field {name}: {why}")
