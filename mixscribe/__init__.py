@@ -4,4 +4,18 @@ from mixscribe.errors import MixscribeError
 from mixscribe.schema import Note
 
 __version__ = "0.1.0"
-__all__ = ["MixscribeError", "Note", "__version__"]
+__all__ = ["MixscribeError", "Note", "__version__", "load_model", "transcribe"]
+
+
+def load_model(path=None):
+    """Rebuild a model from a checkpoint (lazy import: `import mixscribe` stays light)."""
+    from mixscribe.model import load_model as _load
+
+    return _load(path)
+
+
+def transcribe(audio_or_path, sr=None, k=None, checkpoint=None, model=None):
+    """Audio (path or array with sr) -> list[Note]; Note.stem is the timbre track. See mixscribe.transcribe."""
+    from mixscribe.transcribe import transcribe as _transcribe
+
+    return _transcribe(audio_or_path, sr=sr, k=k, checkpoint=checkpoint, model=model)

@@ -89,6 +89,53 @@ def _cmd_soundfonts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mixscribe.errors import MixscribeError
+    from mixscribe.evaluate.decode import DecodeParams
+    from mixscribe.model import load_model
+    from mixscribe.outputs import FORMATS, write_csv, write_json, write_midi, write_png
+    from mixscribe.schema import HOP, SAMPLE_RATE
+    from mixscribe.transcribe import TranscribeError, load_audio, transcribe_audio
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise MixscribeError(f"--format: unknown format(s) {unknown} (choose from {','.join(FORMATS)})")
+    if args.k is not None and args.k < 1:
+        raise TranscribeError(f"-k: K must be >= 1, got {args.k}")
+    out = Path(args.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe-{__import__('os').getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise MixscribeError(f"{out}: output folder is not writable ({exc.strerror})") from exc
+    audios = [(Path(a), load_audio(a)) for a in args.audio]  # every input checked before any work
+    model = load_model(args.checkpoint)
+    params = DecodeParams(onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
+                          min_note_frames=args.min_note_ms / 1000 * SAMPLE_RATE / HOP)  # fmt: skip
+    from tqdm import tqdm
+
+    for path, audio in tqdm(audios, desc="transcribing", unit="file", disable=len(audios) < 2):
+        result = transcribe_audio(model, audio, args.k, params)
+        stem = out / path.stem
+        written = []
+        if "mid" in formats:
+            written.append(write_midi(result.notes, result.k, stem.with_suffix(".mid")))
+        if "csv" in formats:
+            written.append(write_csv(result.notes, stem.with_suffix(".csv")))
+        if "json" in formats:
+            written.append(write_json(result.notes, result.k, result.k_estimated, str(path), stem.with_suffix(".json")))
+        if "png" in formats:
+            written.append(write_png(result.notes, result.k, result.frame, stem.with_suffix(".png"), path.name))
+        how = "estimated" if result.k_estimated else "given"
+        print(f"{path}: {len(result.notes)} notes in {result.k} tracks (K {how}) -> {', '.join(map(str, written))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscribe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", help="clip id to export ('first' for the first clip)")
     p.add_argument("--out", default="inspect", help="folder for the exported clip (default: ./inspect)")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("transcribe", help="audio files -> one MIDI file each, one track per timbre")
+    p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate; mono or stereo)")
+    p.add_argument("-k", type=int, default=None, help="number of timbres (default: estimated)")
+    p.add_argument("-o", "--output-dir", default=".", help="output folder (default: .)")
+    p.add_argument("--checkpoint", default=None, help="model checkpoint (.pt)")
+    p.add_argument("--onset-threshold", type=float, default=0.5)
+    p.add_argument("--frame-threshold", type=float, default=0.3)
+    p.add_argument("--min-note-ms", type=float, default=87.1, help="minimum note length (default: 7.5 frames)")
+    p.add_argument("--format", default="mid", help="comma-separated: mid,csv,json,png (default: mid)")
+    p.set_defaults(func=_cmd_transcribe)
 
     p = sub.add_parser("soundfonts", help="install, list, verify the catalog; measure sample overlap")
     p.add_argument("action", choices=["install", "list", "verify", "overlap"])

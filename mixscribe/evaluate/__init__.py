@@ -1,0 +1,1 @@
+"""Post-processing (note creation, timbre clustering) and, later, metrics and evaluation."""
