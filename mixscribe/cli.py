@@ -97,7 +97,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from mixscribe.model import load_model
     from mixscribe.outputs import FORMATS, write_csv, write_json, write_midi, write_png
     from mixscribe.schema import HOP, SAMPLE_RATE
-    from mixscribe.transcribe import TranscribeError, load_audio, transcribe_audio
+    from mixscribe.inference import TranscribeError, load_audio, transcribe_audio
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]

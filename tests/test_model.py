@@ -1,0 +1,182 @@
+"""The two-branch model against paper-spec §2-§5."""
+
+import numpy as np
+import pytest
+import torch
+
+from mixscribe.config import ModelConfig
+from mixscribe.model.frontend import EnergyNorm, NNAudioCQT, OctaveCQT, midi_to_hz, power_of
+from mixscribe.model.losses import deep_clustering_item, focal_loss, info_nce_item, timbre_loss
+from mixscribe.model.network import HARMONIC_SHIFTS, HarmonicStack, TwoBranchModel, count_trainable
+
+SR, HOP = 22050, 256
+
+
+def tone(midi, frames=200, harmonics=1, amp=0.3):
+    t = np.arange(frames * HOP) / SR
+    x = sum(np.sin(2 * np.pi * h * midi_to_hz(midi) * t) / h for h in range(1, harmonics + 1))
+    return torch.from_numpy((amp * x).astype(np.float32))[None]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return TwoBranchModel(ModelConfig()).eval()
+
+
+def test_parameter_counts_and_shapes(model):
+    assert count_trainable(model.amt) == 18_978
+    assert count_trainable(model.encoder) == 25_983
+    assert count_trainable(model) == 44_961  # the CQT is frozen
+    with torch.no_grad():
+        out = model(torch.randn(2, 100 * HOP))
+    assert out.frame.shape == out.onset.shape == (2, 1, 84, 100)
+    assert out.embedding.shape == (2, 12, 84, 100)
+    torch.testing.assert_close(out.embedding.norm(dim=1), torch.ones(2, 84, 100))
+    assert 0 <= out.frame.min() and out.frame.max() <= 1
+
+
+@pytest.mark.parametrize("cqt_cls", [OctaveCQT, NNAudioCQT])
+@pytest.mark.parametrize("midi", [28, 45, 60, 81, 100])
+def test_cqt_sine_peaks_on_bin_3p_plus_1(cqt_cls, midi):
+    cqt = cqt_cls(ModelConfig())
+    with torch.no_grad():
+        power = power_of(cqt(tone(midi)))[0]
+    assert power.shape == (288, 200)
+    assert int(power[:, 100].argmax()) == 3 * (midi - 24) + 1
+
+
+def test_octave_cqt_matches_nnaudio_level():
+    x = tone(57) + tone(76)
+    with torch.no_grad():
+        a = power_of(OctaveCQT(ModelConfig())(x))[0, :, 50:150].mean(1)
+        b = power_of(NNAudioCQT(ModelConfig())(x))[0, :, 50:150].mean(1)
+    for bin_ in (3 * (57 - 24) + 1, 3 * (76 - 24) + 1):
+        assert float(a[bin_]) == pytest.approx(float(b[bin_]), rel=0.1)
+
+
+def test_energy_norm_is_gain_invariant_and_safe_on_silence():
+    norm = EnergyNorm(ModelConfig())
+    cqt = OctaveCQT(ModelConfig())
+    x = tone(60, harmonics=4)
+    with torch.no_grad():
+        power = power_of(cqt(x))
+        loud, quiet = norm(power), norm(power_of(cqt(x * 0.5)))
+    strong = power[:, None] > 1e-3  # bins where eps (1e-8) moves ln E by < 4e-5
+    assert strong.sum() > 50
+    assert (loud - quiet)[strong].abs().max() < 1e-4  # spec §2.1 parity test
+    for silent in (torch.zeros(1, 50 * HOP), torch.full((1, 50 * HOP), 0.5)):
+        with torch.no_grad():
+            out = norm(power_of(cqt(silent)))
+        assert torch.isfinite(out).all()
+
+
+def test_model_output_is_finite_on_silence(model):
+    with torch.no_grad():
+        out = model(torch.zeros(1, 60 * HOP))
+    assert all(torch.isfinite(t).all() for t in (out.frame, out.onset, out.embedding))
+
+
+def test_harmonic_stacking_direction():
+    """A harmonic tone at MIDI m appears at bin 3(m-24)+1 in every channel whose partial exists."""
+    cqt, norm, stack = OctaveCQT(ModelConfig()), EnergyNorm(ModelConfig()), HarmonicStack(288)
+    m = 45
+    with torch.no_grad():
+        stacked = stack(norm(power_of(cqt(tone(m, harmonics=7)))))[0, :, :, 100]
+    assert stacked.shape == (8, 252)
+    for h, shift in enumerate(HARMONIC_SHIFTS):
+        if h == 0:
+            continue  # the sub-harmonic channel holds no partial of this tone
+        assert int(stacked[h, 3 * (m - 24) - 6 : 3 * (m - 24) + 9].argmax()) + 3 * (m - 24) - 6 == 3 * (m - 24) + 1
+    legacy = HarmonicStack(252)(torch.arange(288.0)[None, None, :, None])
+    assert legacy[0, 7, 251 - 101 + 1 :, 0].abs().sum() == 0  # the reference never reads the 8th octave
+    full = HarmonicStack(288)(torch.arange(288.0)[None, None, :, None])
+    assert full[0, 7, 150, 0] == 251  # ... we do
+
+
+def _geometry_model(cfg):
+    """A model whose weights only route the h=1 channel's centre tap to the heads: tests the strides
+    and paddings that map CQT bin 3j+1 to output row j."""
+    m = TwoBranchModel(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.fill_(1.0)
+        m.amt.affine.k.fill_(1.0)
+        m.amt.neck[0].weight[0, 1, 2, 2] = 1.0  # channel h=1 at the centre tap
+        m.amt.frame_head.weight[0, 0, 2, 2] = 1.0  # centre frequency tap of the stride-3 head
+        m.encoder.affine.k.fill_(1.0)
+    return m
+
+
+@pytest.mark.parametrize("midi", [36, 60, 90])
+def test_84_pitch_alignment(midi):
+    m = _geometry_model(ModelConfig())
+    with torch.no_grad():
+        out = m(tone(midi))
+    assert int(out.frame[0, 0, :, 100].argmax()) == midi - 24
+    enc = m.encoder.out
+    assert enc.padding == (0, 2) and enc.stride == (3, 1)  # rows of the encoder centred on bin 3j+1
+    x = torch.zeros(1, 16, 252, 1)
+    x[0, 0, 3 * (midi - 24) + 1] = 1
+    with torch.no_grad():
+        enc.weight.zero_()
+        enc.weight[0, 0, 1, 2] = 1.0  # centre tap
+        y = enc(x)
+    assert int(y[0, 0, :, 0].argmax()) == midi - 24
+
+
+def test_ablation_switches_build():
+    for cfg in (ModelConfig(norm="batchnorm"), ModelConfig(norm="energy-nolog"), ModelConfig(dilated=False),
+                ModelConfig(trainable_cqt=True), ModelConfig(timbre_loss="mse"), ModelConfig(stack_src_bins=252),
+                ModelConfig(encoder_out_pad=1), ModelConfig(cqt="nnaudio")):  # fmt: skip
+        m = TwoBranchModel(cfg).eval()
+        with torch.no_grad():
+            out = m(torch.randn(1, 40 * HOP))
+        assert out.frame.shape == (1, 1, 84, 40) and out.embedding.shape[2] == 84
+    assert count_trainable(TwoBranchModel(ModelConfig(trainable_cqt=True)).cqt) > 0
+    assert count_trainable(TwoBranchModel(ModelConfig(dilated=False)).amt) == 18_978 - 9_608 + 8 * 16 * 39 * 3 + 8
+
+
+def test_affine_clamp():
+    m = TwoBranchModel(ModelConfig())
+    with torch.no_grad():
+        m.amt.affine.k.fill_(10.0)
+        m.encoder.affine.k.fill_(-1.0)
+    m.clamp_affines_()
+    assert m.amt.affine.k.item() == 3.0 and m.encoder.affine.k.item() == pytest.approx(0.005)
+
+
+def test_focal_loss_hand_computed():
+    y = torch.tensor([1.0, 0.0])
+    p = torch.tensor([0.8, 0.3])
+    a, g = 0.2, 1.0
+    expected = (-(a * 1 * 0.2 * np.log(0.8 + 1e-8)) - (1 - a) * 0.3 * np.log(0.7 + 1e-8)) / 2
+    assert focal_loss(y, p, a, g).item() == pytest.approx(expected, rel=1e-5)
+    assert focal_loss(y, p, a, g, "sum").item() == pytest.approx(expected * 2, rel=1e-5)
+
+
+def test_info_nce_hand_computed_and_single_timbre_is_zero():
+    v = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=1)
+    y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    tau = 0.15
+    s = (v @ v.T / tau).numpy()
+    # anchor 0: positive 1; anchor 1: positive 0; anchor 2: no positive (skipped)
+    l0 = -np.log(np.exp(s[0, 1]) / (np.exp(s[0, 1]) + np.exp(s[0, 2])))
+    l1 = -np.log(np.exp(s[1, 0]) / (np.exp(s[1, 0]) + np.exp(s[1, 2])))
+    assert info_nce_item(v, y, tau, 100).item() == pytest.approx((l0 + l1) / 2, rel=1e-5)
+    one = torch.ones(3, 1)
+    assert info_nce_item(v, one, tau, 100).item() == pytest.approx(0.0, abs=1e-6)
+    emb = torch.nn.functional.normalize(torch.randn(1, 12, 84, 20), dim=1)
+    members = torch.zeros(1, 1, 84, 20)
+    members[0, 0, 40, :] = 1
+    assert timbre_loss(ModelConfig(), emb, members).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_deep_clustering_matches_dense_form():
+    v = torch.nn.functional.normalize(torch.randn(30, 12), dim=1)
+    y = (torch.rand(30, 3) > 0.5).float()
+    dense = ((v @ v.T - y @ y.T) ** 2).sum() / 900
+    assert deep_clustering_item(v, y).item() == pytest.approx(dense.item(), rel=1e-4)

@@ -1,0 +1,180 @@
+"""Transcription end to end: real rendered audio, the real CLI, every bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mixscribe.evaluate.decode import DecodeParams
+from tests.conftest import run_cli
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden.pt"
+GOLDEN_PARAMS = DecodeParams(onset_threshold=0.8, frame_threshold=0.7)
+
+
+def render_duet(frames: int = 344):
+    """4 s of a flute and a bassoon (TimGM6mb), rendered with the synth stage's own code."""
+    from mixscribe.config import GeneratorConfig, RenderConfig
+    from mixscribe.synth import catalog
+    from mixscribe.synth.generator import generate_performance
+    from mixscribe.synth.render import FluidSynthRenderer, Instrument
+
+    gen = GeneratorConfig(clip_frames=frames)
+    renderer = FluidSynthRenderer(RenderConfig(), catalog.select(("timgm6mb",)))
+    stems, perfs = [], []
+    for seed, (prog, lo, hi) in enumerate([(73, 60, 84), (70, 36, 55)]):
+        perf = generate_performance(gen, lo, hi, np.random.default_rng(seed))
+        stems.append(renderer.render(Instrument("timgm6mb", 0, prog), perf, frames * 256).audio)
+        perfs.append(perf)
+    renderer.close()
+    return np.mean(stems, axis=0).astype(np.float32), perfs
+
+
+@pytest.fixture(scope="module")
+def duet(tmp_path_factory):
+    audio, perfs = render_duet()
+    path = tmp_path_factory.mktemp("audio") / "duet.flac"
+    from scipy.signal import resample_poly
+
+    stereo = np.stack([resample_poly(audio, 2, 1), resample_poly(audio, 2, 1) * 0.9], axis=1)
+    sf.write(path, stereo, 44100)  # a stereo FLAC at 44.1 kHz: resampled and downmixed on load
+    return audio, path
+
+
+@pytest.fixture(scope="module")
+def model():
+    from mixscribe.model import load_model
+
+    return load_model(GOLDEN)
+
+
+def test_golden_output_of_the_fixed_checkpoint(duet, model):
+    from mixscribe.inference import transcribe_audio
+
+    audio, _ = duet
+    result = transcribe_audio(model, audio, k=2, params=GOLDEN_PARAMS)
+    got = {(round(n.onset, 2), n.pitch, n.stem) for n in result.notes}
+    want = {(round(o, 2), p, s) for o, _, p, _, s in json.loads((DATA / "golden_notes.json").read_text())}
+    assert len(want) > 20
+    overlap = len(got & want) / max(len(got | want), 1)
+    assert overlap >= 0.95, f"golden notes changed: {len(got)} now, {len(want)} expected, {overlap:.2%} shared"
+
+
+def test_api_returns_schema_notes_in_k_tracks(duet):
+    import mixscribe
+    from mixscribe.schema import Note
+    from mixscribe.inference import TranscribeError
+
+    audio, _ = duet
+    notes = mixscribe.transcribe(audio, sr=22050, k=2, checkpoint=str(GOLDEN))
+    assert notes and all(isinstance(n, Note) for n in notes)
+    assert {n.stem for n in notes} <= {0, 1} and all(24 <= n.pitch <= 107 and n.offset > n.onset for n in notes)
+    with pytest.raises(TranscribeError, match="NaN"):
+        mixscribe.transcribe(np.full(22050, np.nan, np.float32), sr=22050, checkpoint=str(GOLDEN))
+    with pytest.raises(TranscribeError, match="sr is required"):
+        mixscribe.transcribe(audio, checkpoint=str(GOLDEN))
+
+
+def test_windowed_inference_matches_whole_file(model, monkeypatch):
+    """The AMT branch sees only local context and the file's sigma: windows must not change it."""
+    from mixscribe import inference as tr
+
+    rng = np.random.default_rng(0)
+    audio = (rng.normal(size=256 * 1500) * np.sin(np.arange(256 * 1500) / 5000) ** 2).astype(np.float32) * 0.1
+    monkeypatch.setattr(tr, "WINDOW_FRAMES", 400)
+    f_win, o_win, _ = tr.run_model(model, audio, with_embedding=False)
+    monkeypatch.setattr(tr, "WINDOW_FRAMES", 10_000)
+    f_all, o_all, _ = tr.run_model(model, audio, with_embedding=False)
+    assert f_win.shape == (84, 1500)
+    np.testing.assert_allclose(f_win, f_all, atol=2e-4)
+    np.testing.assert_allclose(o_win, o_all, atol=2e-4)
+
+
+def test_checkpoint_round_trip_is_small_and_safe(tmp_path):
+    from mixscribe.config import ModelConfig
+    from mixscribe.model import TwoBranchModel, load_model, save_checkpoint
+
+    for cfg in (ModelConfig(), ModelConfig(cqt="nnaudio", dilated=False)):
+        m = TwoBranchModel(cfg).eval()
+        path = save_checkpoint(m, tmp_path / "m.pt")
+        assert path.stat().st_size < 400_000  # no CQT kernel buffers (~45-150 MB with them)
+        payload = torch.load(path, weights_only=True)
+        assert payload["model_config"]["dilated"] == cfg.dilated
+        x = torch.randn(1, 256 * 30)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x).frame, load_model(path)(x).frame)
+
+
+def test_cli_end_to_end_on_a_real_audio_file(duet, tmp_path):
+    import pretty_midi
+
+    _, path = duet
+    out = tmp_path / "out"
+    r = run_cli("transcribe", str(path), "-k", "2", "-o", str(out), "--checkpoint", str(GOLDEN),
+                "--onset-threshold", "0.8", "--frame-threshold", "0.7", "--format", "mid,csv,json,png")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "in 2 tracks (K given)" in r.stdout
+    midi = pretty_midi.PrettyMIDI(str(out / "duet.mid"))
+    assert [i.name for i in midi.instruments] == ["timbre 1", "timbre 2"]
+    assert len({i.program for i in midi.instruments}) == 2
+    doc = json.loads((out / "duet.json").read_text())
+    assert doc["tracks"] == 2 and len(doc["notes"]) == sum(len(i.notes) for i in midi.instruments)
+    assert len((out / "duet.csv").read_text().splitlines()) == len(doc["notes"]) + 1
+    assert (out / "duet.png").read_bytes()[:4] == b"\x89PNG"
+    est = run_cli("transcribe", str(path), "-o", str(tmp_path / "est"), "--checkpoint", str(GOLDEN), "--format", "json")
+    assert est.returncode == 0 and "(K estimated)" in est.stdout
+
+
+def one_line_error(r, *needles):
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mixscribe: error: "), r.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+@pytest.mark.parametrize(
+    "kind, needle",
+    [("text", "not a readable audio file"), ("empty", "empty audio"), ("short", "too short"),
+     ("silent", "silent"), ("nan", "NaN"), ("missing", "no such file")],
+)  # fmt: skip
+def test_bad_audio(tmp_path, kind, needle):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "text":
+        path.write_text("this is not audio")
+    elif kind == "empty":
+        sf.write(path, np.zeros(0, np.float32), 22050)
+    elif kind == "short":
+        sf.write(path, np.random.default_rng(0).normal(size=2000).astype(np.float32) * 0.1, 22050)
+    elif kind == "silent":
+        sf.write(path, np.zeros(22050 * 2, np.float32), 22050)
+    elif kind == "nan":
+        x = np.random.default_rng(0).normal(size=22050 * 2).astype(np.float32) * 0.1
+        x[100] = np.nan
+        sf.write(path, x, 22050, subtype="FLOAT")
+    out = tmp_path / "out"
+    r = run_cli("transcribe", str(path), "-o", str(out), "--checkpoint", str(GOLDEN))
+    one_line_error(r, str(path), needle)
+    assert not list(out.glob("*")) if out.exists() else True  # nothing written
+
+
+def test_bad_k_checkpoint_and_output(tmp_path, duet):
+    _, path = duet
+    one_line_error(run_cli("transcribe", str(path), "-k", "0", "-o", str(tmp_path), "--checkpoint", str(GOLDEN)), "K must be >= 1")
+    tone = tmp_path / "tone.wav"
+    sf.write(tone, (0.3 * np.sin(2 * np.pi * 440 * np.arange(22050) / 22050)).astype(np.float32), 22050)
+    r = run_cli("transcribe", str(tone), "-k", "500", "-o", str(tmp_path / "o"), "--checkpoint", str(GOLDEN))
+    one_line_error(r, "K = 500 is larger than the")
+    assert not list((tmp_path / "o").glob("*.mid"))
+    garbage = tmp_path / "bad.pt"
+    garbage.write_bytes(b"\x00garbage" * 100)
+    one_line_error(run_cli("transcribe", str(path), "-o", str(tmp_path), "--checkpoint", str(garbage)), "bad.pt", "unreadable checkpoint")
+    one_line_error(run_cli("transcribe", str(path), "-o", str(tmp_path), "--checkpoint", str(tmp_path / "none.pt")), "checkpoint not found")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(run_cli("transcribe", str(path), "-o", str(blocker / "sub"), "--checkpoint", str(GOLDEN)), "not writable")
+    one_line_error(run_cli("transcribe", str(path), "-o", str(tmp_path), "--checkpoint", str(GOLDEN), "--format", "mp4"), "--format")
