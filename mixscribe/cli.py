@@ -136,6 +136,16 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from mixscribe.model import load_model
+    from mixscribe.model.export import export_onnx
+
+    path = export_onnx(load_model(args.checkpoint), args.output, external_sigma=args.external_sigma)
+    print(f"wrote {path} (inputs: audio [1, samples] at 22,050 Hz{', sigma [1]' if args.external_sigma else ''}; "
+          "outputs: frame, onset [1, 1, 84, frames], embedding [1, D, 84, frames])")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscribe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-note-ms", type=float, default=87.1, help="minimum note length (default: 7.5 frames)")
     p.add_argument("--format", default="mid", help="comma-separated: mid,csv,json,png (default: mid)")
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("export-onnx", help="export a checkpoint as an ONNX graph (audio -> frame, onset, embedding)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("-o", "--output", default="mixscribe.onnx")
+    p.add_argument("--external-sigma", action="store_true", help="take EnergyNorm's sigma as a second input")
+    p.set_defaults(func=_cmd_export_onnx)
 
     p = sub.add_parser("soundfonts", help="install, list, verify the catalog; measure sample overlap")
     p.add_argument("action", choices=["install", "list", "verify", "overlap"])

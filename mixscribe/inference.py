@@ -84,11 +84,31 @@ def _segment(audio: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int]:
     return seg, CONTEXT_FRAMES
 
 
-def run_model(model, audio: np.ndarray, with_embedding: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Posteriorgrams [84, T] and embeddings [D, 84, T] (float16) for a whole file, window by window."""
+def _ort_model(model):
+    """An onnxruntime twin of the model, built once per model object; None when unavailable."""
+    cached = getattr(model, "_ort_twin", None)
+    if cached is None:
+        try:
+            from mixscribe.model.export import OrtModel
+
+            cached = OrtModel(model)
+        except ImportError:
+            cached = False
+        model._ort_twin = cached
+    return cached or None
+
+
+def run_model(model, audio: np.ndarray, with_embedding: bool = True, backend: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Posteriorgrams [84, T] and embeddings [D, 84, T] (float16) for a whole file, window by window.
+
+    backend: "onnxruntime", "torch", or "auto" (onnxruntime when installed)."""
     import torch
 
     from mixscribe.model.frontend import power_of
+
+    ort_model = _ort_model(model) if backend in ("auto", "onnxruntime") else None
+    if backend == "onnxruntime" and ort_model is None:
+        raise TranscribeError("backend onnxruntime requested but onnxruntime is not installed")
 
     n_frames = len(audio) // HOP
     audio = audio[: n_frames * HOP]
@@ -105,11 +125,15 @@ def run_model(model, audio: np.ndarray, with_embedding: bool = True) -> tuple[np
         emb = np.zeros((model.cfg.embed_dim, 84, n_frames), np.float16) if with_embedding else None
         for a, b in wins:
             seg, off = _segment(audio, a, b)
-            out = model(torch.from_numpy(seg)[None], sigma=sigma, with_embedding=with_embedding)
-            frame[:, a:b] = out.frame[0, 0, :, off : off + b - a].numpy()
-            onset[:, a:b] = out.onset[0, 0, :, off : off + b - a].numpy()
+            if ort_model is not None:
+                f, o, e = ort_model(seg[None], sigma.numpy())
+            else:
+                out = model(torch.from_numpy(seg)[None], sigma=sigma, with_embedding=with_embedding)
+                f, o, e = out.frame.numpy(), out.onset.numpy(), out.embedding.numpy() if with_embedding else None
+            frame[:, a:b] = f[0, 0, :, off : off + b - a]
+            onset[:, a:b] = o[0, 0, :, off : off + b - a]
             if with_embedding:
-                emb[:, :, a:b] = out.embedding[0, :, :, off : off + b - a].numpy().astype(np.float16)
+                emb[:, :, a:b] = e[0, :, :, off : off + b - a].astype(np.float16)
     return frame, onset, emb
 
 

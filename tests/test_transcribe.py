@@ -178,3 +178,30 @@ def test_bad_k_checkpoint_and_output(tmp_path, duet):
     blocker.write_text("x")
     one_line_error(run_cli("transcribe", str(path), "-o", str(blocker / "sub"), "--checkpoint", str(GOLDEN)), "not writable")
     one_line_error(run_cli("transcribe", str(path), "-o", str(tmp_path), "--checkpoint", str(GOLDEN), "--format", "mp4"), "--format")
+
+
+def test_onnx_export_matches_torch(tmp_path, model):
+    import onnxruntime as ort
+
+    r = run_cli("export-onnx", "--checkpoint", str(GOLDEN), "-o", str(tmp_path / "m.onnx"))
+    assert r.returncode == 0, r.stderr
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    for frames in (90, 250):  # the graph takes any length
+        x = torch.randn(1, 256 * frames) * 0.1
+        got = session.run(None, {"audio": x.numpy()})
+        with torch.no_grad():
+            want = model(x)
+        for g, w in zip(got, (want.frame, want.onset, want.embedding)):
+            assert g.shape == tuple(w.shape)
+            np.testing.assert_allclose(g, w.numpy(), atol=1e-4)
+
+
+def test_onnxruntime_backend_matches_torch_backend(model):
+    from mixscribe.inference import run_model
+
+    audio, _ = render_duet(frames=300)
+    f_t, o_t, e_t = run_model(model, audio, backend="torch")
+    f_o, o_o, e_o = run_model(model, audio, backend="onnxruntime")
+    np.testing.assert_allclose(f_t, f_o, atol=1e-4)
+    np.testing.assert_allclose(o_t, o_o, atol=1e-4)
+    np.testing.assert_allclose(e_t.astype(np.float32), e_o.astype(np.float32), atol=2e-3)  # float16 storage
