@@ -98,66 +98,127 @@ def _ort_model(model):
     return cached or None
 
 
-def run_model(model, audio: np.ndarray, with_embedding: bool = True, backend: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Posteriorgrams [84, T] and embeddings [D, 84, T] (float16) for a whole file, window by window.
+class _Runner:
+    """Runs the model window by window on one file, with the file's EnergyNorm sigma."""
 
-    backend: "onnxruntime", "torch", or "auto" (onnxruntime when installed)."""
-    import torch
+    def __init__(self, model, audio: np.ndarray, backend: str = "auto"):
+        import torch
 
-    from mixscribe.model.frontend import power_of
+        from mixscribe.model.frontend import power_of
 
-    ort_model = _ort_model(model) if backend in ("auto", "onnxruntime") else None
-    if backend == "onnxruntime" and ort_model is None:
-        raise TranscribeError("backend onnxruntime requested but onnxruntime is not installed")
+        self.model = model
+        self.ort = _ort_model(model) if backend in ("auto", "onnxruntime") else None
+        if backend == "onnxruntime" and self.ort is None:
+            raise TranscribeError("backend onnxruntime requested but onnxruntime is not installed")
+        self.n_frames = len(audio) // HOP
+        self.audio = audio[: self.n_frames * HOP]
+        self.windows = _windows(self.n_frames)
+        energy = np.zeros(self.n_frames, np.float64)  # pass 0: frame energy, for sigma (CQT only)
+        with torch.inference_mode():
+            for a, b, seg, off in self.segments():
+                p = power_of(model.cqt(torch.from_numpy(seg)[None]))[0].sum(0).double().numpy()
+                energy[a:b] = p[off : off + b - a]
+        self.sigma = np.array([energy.std(ddof=1) if self.n_frames > 1 else 0.0], np.float32)
 
-    n_frames = len(audio) // HOP
-    audio = audio[: n_frames * HOP]
-    wins = _windows(n_frames)
-    with torch.inference_mode():
-        energy = np.zeros(n_frames, np.float64)  # pass 1: frame energy for EnergyNorm's sigma
-        for a, b in wins:
-            seg, off = _segment(audio, a, b)
-            p = power_of(model.cqt(torch.from_numpy(seg)[None]))[0].sum(0).double().numpy()
-            energy[a:b] = p[off : off + b - a]
-        sigma = torch.tensor([energy.std(ddof=1) if n_frames > 1 else 0.0], dtype=torch.float32)
-        frame = np.zeros((84, n_frames), np.float32)
-        onset = np.zeros((84, n_frames), np.float32)
-        emb = np.zeros((model.cfg.embed_dim, 84, n_frames), np.float16) if with_embedding else None
-        for a, b in wins:
-            seg, off = _segment(audio, a, b)
-            if ort_model is not None:
-                f, o, e = ort_model(seg[None], sigma.numpy())
-            else:
-                out = model(torch.from_numpy(seg)[None], sigma=sigma, with_embedding=with_embedding)
-                f, o, e = out.frame.numpy(), out.onset.numpy(), out.embedding.numpy() if with_embedding else None
+    def segments(self):
+        for a, b in self.windows:
+            seg, off = _segment(self.audio, a, b)
+            yield a, b, seg, off
+
+    def amt(self, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        if self.ort is not None:
+            return tuple(self.ort.amt(seg[None], self.sigma))
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(seg)[None], sigma=torch.from_numpy(self.sigma), with_embedding=False)
+        return out.frame.numpy(), out.onset.numpy()
+
+    def embed(self, seg: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.ort is not None:
+            return self.ort.embed(seg[None], self.sigma)
+        with torch.inference_mode():
+            return self.model.embed(torch.from_numpy(seg)[None], torch.from_numpy(self.sigma)).numpy()
+
+    def posteriorgrams(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pass 1: Y_F, Y_O [84, T] (float32: 35 MB per 10 minutes)."""
+        frame = np.zeros((84, self.n_frames), np.float32)
+        onset = np.zeros((84, self.n_frames), np.float32)
+        for a, b, seg, off in self.segments():
+            f, o = self.amt(seg)
             frame[:, a:b] = f[0, 0, :, off : off + b - a]
             onset[:, a:b] = o[0, 0, :, off : off + b - a]
-            if with_embedding:
-                emb[:, :, a:b] = e[0, :, :, off : off + b - a].astype(np.float16)
+        return frame, onset
+
+    def pooled_embeddings(self, notes: list[RawNote], frame: np.ndarray, power: float) -> np.ndarray:
+        """Pass 2: each note's sum_t Y_F^power V[:, p, t], accumulated window by window, so the
+        [D, 84, T] embeddings of the whole file never exist at once; L2-normalised."""
+        u = np.zeros((len(notes), self.model.cfg.embed_dim), np.float64)
+        starts = np.array([n.start for n in notes])
+        ends = np.array([n.end for n in notes])
+        for a, b, seg, off in self.segments():
+            live = np.flatnonzero((starts < b) & (ends > a))
+            if not live.size:
+                continue
+            e = self.embed(seg)[0, :, :, off : off + b - a]
+            for i in live:
+                n = notes[i]
+                s, t = max(n.start, a), min(n.end, b)
+                w = frame[n.pitch_index, s:t].astype(np.float64) ** power
+                u[i] += e[:, n.pitch_index, s - a : t - a].astype(np.float64) @ w
+        return u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+
+
+def run_model(model, audio: np.ndarray, with_embedding: bool = True, backend: str = "auto"):
+    """Dense Y_F, Y_O [84, T] and embeddings [D, 84, T] of a (short) clip, for evaluation and tests."""
+    runner = _Runner(model, audio, backend)
+    frame, onset = runner.posteriorgrams()
+    if not with_embedding:
+        return frame, onset, None
+    emb = np.zeros((model.cfg.embed_dim, 84, runner.n_frames), np.float32)
+    for a, b, seg, off in runner.segments():
+        emb[:, :, a:b] = runner.embed(seg)[0, :, :, off : off + b - a]
     return frame, onset, emb
 
 
-def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int | None,
-           params: DecodeParams = DecodeParams(), strict_k: bool = True) -> tuple[list[Note], int]:  # fmt: skip
-    """Notes and tracks. With strict_k (a user's request) K above the number of notes is an error;
-    without (evaluation with the true K) the spec's rule applies: one note per track, the rest empty."""
-    raw: list[RawNote] = create_notes(frame, onset, params)
+def _check_k(k: int | None, n_notes: int, strict_k: bool) -> None:
     if k is not None and k < 1:
         raise TranscribeError(f"K must be >= 1, got {k}")
-    if strict_k and k is not None and k > max(len(raw), 1):
-        raise TranscribeError(f"K = {k} is larger than the {len(raw)} notes found")
-    if emb is None or k == 1 or not raw:
+    if strict_k and k is not None and k > max(n_notes, 1):
+        raise TranscribeError(f"K = {k} is larger than the {n_notes} notes found")
+
+
+def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None) -> tuple[list[Note], int]:
+    if u is None or k == 1 or not raw:
         return [n.to_note(0) for n in raw], k or 1
-    u = pool_note_embeddings(raw, frame, emb.astype(np.float32), params.pool_power)
     labels, k_used = cluster_notes(u, k)
     return [n.to_note(int(t)) for n, t in zip(raw, labels)], k_used
 
 
-def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: DecodeParams = DecodeParams()) -> Transcription:
+def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int | None,
+           params: DecodeParams = DecodeParams(), strict_k: bool = True) -> tuple[list[Note], int]:  # fmt: skip
+    """Notes and tracks from dense outputs. With strict_k (a user's request) K above the number of notes
+    is an error; without (evaluation with the true K) the spec's rule applies: one note per track."""
+    raw = create_notes(frame, onset, params)
+    _check_k(k, len(raw), strict_k)
+    u = pool_note_embeddings(raw, frame, emb, params.pool_power) if emb is not None and k != 1 and raw else None
+    return _tracks(raw, u, k)
+
+
+def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: DecodeParams = DecodeParams(),
+                     backend: str = "auto") -> Transcription:  # fmt: skip
+    """Two passes over the windows: posteriorgrams -> notes, then embeddings pooled into the notes.
+    Memory: the audio, Y_F/Y_O and one window, whatever the file's length."""
     if k is not None and k < 1:
         raise TranscribeError(f"K must be >= 1, got {k}")
-    frame, onset, emb = run_model(model, audio, with_embedding=k != 1)
-    notes, k_used = decode(frame, onset, emb, k, params)
+    runner = _Runner(model, audio, backend)
+    frame, onset = runner.posteriorgrams()
+    raw = create_notes(frame, onset, params)
+    _check_k(k, len(raw), strict_k=True)
+    u = runner.pooled_embeddings(raw, frame, params.pool_power) if k != 1 and raw else None
+    notes, k_used = _tracks(raw, u, k)
     return Transcription(notes, k_used, k is None, len(audio) / SAMPLE_RATE, frame, onset)
 
 

@@ -124,3 +124,12 @@ def test_frame_level_clustering_splits_two_timbres():
     tracks = frame_level_tracks(f, o, emb, 2)
     got = sorted(sorted(n.pitch_index for n in t) for t in tracks)
     assert got == [[40, 45], [52, 57]]
+
+
+def test_long_files_cluster_on_a_sample_and_assign_the_rest(monkeypatch):
+    from mixscribe.evaluate import decode
+
+    monkeypatch.setattr(decode, "MAX_DENSE_NOTES", 200)
+    u, labels = clustered_embeddings(3, n=2000)
+    pred, k = cluster_notes(u, None)
+    assert k == 3 and len(pred) == 2000 and purity(pred, labels) > 0.95

@@ -155,6 +155,10 @@ class TwoBranchModel(nn.Module):
         emb = self.encoder(x) if with_embedding else torch.empty(0)
         return ModelOutput(frame, onset, emb)
 
+    def embed(self, audio: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """The timbre encoder alone: [B, D, 84, T]."""
+        return self.encoder(self.features(audio, sigma))
+
     def clamp_affines_(self) -> None:
         """Call after every optimiser step (spec §2.3)."""
         self.amt.affine.clamp_()

@@ -1,0 +1,173 @@
+"""Transcription speed and memory: real-time factor and peak RSS on 60 s and 600 s of audio,
+side by side with Spotify's Basic Pitch where it installs (in its own venv, never a mixscribe dependency).
+
+RTF = (inference + note creation + timbre clustering) / duration, K = 3, one process per measurement
+(peak RSS is that process's ru_maxrss). The model's speed does not depend on its weights; the number of
+notes does (an untrained model fires everywhere), so notes are created from posteriorgrams with the
+rendered music's real note density (its reference rolls plus noise); the model's own passes (sigma,
+posteriorgrams, embeddings pooled into those notes) and the clustering run for real. Targets (issue 3): RTF <= 0.02; 600 s peak <= 1 GB and <= 1.5x the 60 s figure.
+Usage: python benchmarks/transcribe_speed.py [--no-basic-pitch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import update_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT = ROOT / "tests" / "data" / "golden.pt"
+BP_VENV = ROOT / ".bench-basic-pitch"
+
+MEASURE = r"""
+import json, resource, sys, time
+import numpy as np
+t0 = time.perf_counter()
+from mixscribe.model import load_model
+from mixscribe.inference import _Runner, load_audio
+from mixscribe.evaluate.decode import DecodeParams, cluster_notes, create_notes
+model = load_model(sys.argv[2])
+audio = load_audio(sys.argv[1])
+ref = np.load(sys.argv[3])
+_Runner(model, audio[: 22050 * 5]).posteriorgrams()  # warm-up: onnxruntime sessions, first calls
+t1 = time.perf_counter()
+runner = _Runner(model, audio)  # the transcription path: sigma pass and posteriorgram pass,
+frame, onset = runner.posteriorgrams()
+t2 = time.perf_counter()
+notes = create_notes(ref["frame"], ref["onset"], DecodeParams())  # notes at the piece's real density,
+t3 = time.perf_counter()
+u = runner.pooled_embeddings(notes, frame, 1.0)  # embeddings pooled into them window by window,
+t4 = time.perf_counter()
+labels, k = cluster_notes(u, 3)  # one clustering over the whole file
+t5 = time.perf_counter()
+print(json.dumps({"duration": len(audio) / 22050, "inference": (t2 - t1) + (t4 - t3),
+                  "decode": (t3 - t2) + (t5 - t4), "notes": len(notes), "load": t1 - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+BASIC_PITCH = r"""
+import json, resource, sys, time
+from basic_pitch.inference import predict, Model
+from basic_pitch import ICASSP_2022_MODEL_PATH
+import pathlib
+onnx = pathlib.Path(ICASSP_2022_MODEL_PATH).with_suffix(".onnx") if pathlib.Path(str(ICASSP_2022_MODEL_PATH) + ".onnx").exists() is False else pathlib.Path(str(ICASSP_2022_MODEL_PATH) + ".onnx")
+model = Model(onnx)
+predict(sys.argv[1][:-4] + "_warm.wav", model)
+t = time.perf_counter()
+_, _, notes = predict(sys.argv[1], model)
+dt = time.perf_counter() - t
+print(json.dumps({"total": dt, "notes": len(notes), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def render_music(seconds: float, seed: int = 0):
+    """A three-instrument piece (piano, violin, bassoon), its frame/onset rolls and per-note stems."""
+    from mixscribe.config import GeneratorConfig, RenderConfig
+    from mixscribe.synth import catalog
+    from mixscribe.synth.generator import generate_performance
+    from mixscribe.synth.instruments import program_range
+    from mixscribe.synth.render import FluidSynthRenderer, Instrument
+
+    frames = int(seconds * 22050 / 256)
+    gen = GeneratorConfig(clip_frames=frames)
+    renderer = FluidSynthRenderer(RenderConfig(), catalog.select(("timgm6mb",)))
+    mix = np.zeros(frames * 256, np.float32)
+    rolls = np.zeros((3, 84, frames), np.float32)
+    onsets = np.zeros((84, frames), np.float32)
+    for i, prog in enumerate((0, 40, 70)):
+        lo, hi = program_range(prog)
+        perf = generate_performance(gen, lo, hi, np.random.default_rng(seed + i))
+        mix += renderer.render(Instrument("timgm6mb", 0, prog), perf, frames * 256).audio / 3
+        for n in perf.notes:
+            rolls[i, n.pitch - 24, n.onset : n.offset] = 1
+            onsets[n.pitch - 24, n.onset] = 1
+    return mix, rolls, onsets
+
+
+def reference_outputs(rolls, onsets, seed=0):
+    rng = np.random.default_rng(seed)
+    frame = np.clip(rolls.max(0) * 0.9 + rng.uniform(0, 0.1, rolls.shape[1:]), 0, 1).astype(np.float32)
+    onset = np.clip(onsets * 0.9 + rng.uniform(0, 0.1, onsets.shape), 0, 1).astype(np.float32)
+    return frame, onset
+
+
+def basic_pitch_env() -> Path | None:
+    py = BP_VENV / "bin" / "python"
+    if py.exists():
+        return py
+    steps = [
+        [sys.executable, "-m", "venv", str(BP_VENV)],
+        [str(BP_VENV / "bin" / "pip"), "install", "-q", "--no-deps", "basic-pitch==0.4.0"],
+        [str(BP_VENV / "bin" / "pip"), "install", "-q", "onnxruntime", "librosa", "resampy>=0.2.2,<0.4.3",
+         "mir_eval", "pretty_midi", "scikit-learn", "scipy", "typing-extensions"],
+    ]  # fmt: skip
+    for cmd in steps:
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            print(f"Basic Pitch did not install ({' '.join(cmd[:4])} failed): skipped")
+            return None
+    return py
+
+
+def main() -> None:
+    import soundfile as sf
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-basic-pitch", action="store_true")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mx-bench-"))
+    mix, rolls, onsets = render_music(60.0)
+    rows = {}
+    bp_py = None if args.no_basic_pitch else basic_pitch_env()
+    for seconds, reps in ((60, 1), (600, 10)):
+        wav = work / f"music_{seconds}.wav"
+        sf.write(wav, np.tile(mix, reps), 22050)
+        sf.write(work / f"music_{seconds}_warm.wav", mix[: 22050 * 5], 22050)
+        ref = work / f"ref_{seconds}.npz"
+        frame, onset = reference_outputs(np.tile(rolls, (1, 1, reps)), np.tile(onsets, (1, reps)))
+        np.savez(ref, frame=frame, onset=onset)
+        out = subprocess.run([sys.executable, "-c", MEASURE, str(wav), str(CHECKPOINT), str(ref)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["rtf"] = (r["inference"] + r["decode"]) / r["duration"]
+        if bp_py:
+            bp = subprocess.run([str(bp_py), "-c", BASIC_PITCH, str(wav)], capture_output=True, text=True)
+            if bp.returncode == 0:
+                b = json.loads(bp.stdout.strip().splitlines()[-1])
+                r["bp_rtf"], r["bp_rss"] = b["total"] / r["duration"], b["peak_rss_mb"]
+            else:
+                print("Basic Pitch failed:", bp.stderr.strip().splitlines()[-1:])
+        rows[seconds] = r
+        print(f"{seconds} s: RTF {r['rtf']:.4f} (inference {r['inference']:.1f} s, notes+clustering {r['decode']:.1f} s, "
+              f"{r['notes']} notes), peak RSS {r['peak_rss_mb']:.0f} MB"
+              + (f"; Basic Pitch RTF {r['bp_rtf']:.4f}, {r['bp_rss']:.0f} MB" if "bp_rtf" in r else ""))  # fmt: skip
+    growth = rows[600]["peak_rss_mb"] / rows[60]["peak_rss_mb"]
+    print(f"peak RSS 600 s / 60 s = {growth:.2f}")
+    bp = lambda r, key, fmt: format(r[key], fmt) if key in r else "not measured"  # noqa: E731
+    body = f"""## Transcription speed and memory (`benchmarks/transcribe_speed.py`)
+
+Separated transcription (K = 3) of a rendered piano/violin/bassoon piece (600 s = the 60 s piece 10 times),
+one process per figure, onnxruntime backend with {__import__('os').cpu_count()} threads, windows of 2,048 frames, two passes
+(posteriorgrams, then embeddings pooled into the notes). Notes come from posteriorgrams with the piece's
+real note density (an untrained checkpoint fires everywhere); everything else runs for real.
+Targets: RTF <= 0.02; 600 s peak RSS <= 1 GB and <= 1.5x the 60 s figure.
+
+| audio | RTF (total) | inference (s) | notes + clustering (s) | notes | peak RSS (MB) | Basic Pitch RTF | Basic Pitch peak RSS (MB) |
+|---|---|---|---|---|---|---|---|
+| 60 s | {rows[60]['rtf']:.4f} | {rows[60]['inference']:.2f} | {rows[60]['decode']:.2f} | {rows[60]['notes']} | {rows[60]['peak_rss_mb']:.0f} | {bp(rows[60], 'bp_rtf', '.4f')} | {bp(rows[60], 'bp_rss', '.0f')} |
+| 600 s | {rows[600]['rtf']:.4f} | {rows[600]['inference']:.2f} | {rows[600]['decode']:.2f} | {rows[600]['notes']} | {rows[600]['peak_rss_mb']:.0f} | {bp(rows[600], 'bp_rtf', '.4f')} | {bp(rows[600], 'bp_rss', '.0f')} |
+
+Peak RSS grows {growth:.2f}x from 60 s to 600 s (Basic Pitch is timbre-agnostic: no embeddings, no clustering)."""
+    update_section("transcribe-speed", body)
+
+
+if __name__ == "__main__":
+    main()
