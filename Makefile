@@ -42,6 +42,7 @@ run: setup
 	@echo "  $(BIN)/mixscribe inspect $(OUT)/demo-shards --clip clip-00000003 --out $(OUT)/demo-inspect"
 
 test: setup
+	$(BIN)/ruff check --select F,E9 --quiet mixscribe tests benchmarks
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: setup
@@ -49,6 +50,7 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benchmarks/synth_throughput.py
+	$(BIN)/python benchmarks/transcribe_speed.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache
