@@ -1,0 +1,118 @@
+"""Training examples from shards: mixtures remixed on the fly from stored stems, and their targets.
+
+One shard set yields far more mixtures than it stores: each example draws K stems (1-4, distribution
+configurable) of different GM families from the training split, one common crop, gains U(0.8, 1.2),
+mix = sum(w x) / sum(w) (paper-spec §6), and the targets of §5.1 from the stems' notes.
+Deterministic in (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixscribe.schema import HOP, MIDI_MAX, MIDI_MIN, SAMPLE_RATE, Note
+
+N_PITCH = MIDI_MAX - MIDI_MIN + 1
+SILENCE, SUSTAIN, ONSET = 0, 1, 2
+
+
+def note_roll(notes: list[Note], n_frames: int, start_frame: int = 0) -> np.ndarray:
+    """Label roll [84, T] of one source: 0 silence, 1 sustain, 2 the first frame of a note (§5.1).
+    Frames are relative to start_frame; a note already sounding at the crop start is sustain there."""
+    roll = np.zeros((N_PITCH, n_frames), np.uint8)
+    for n in notes:
+        p = n.pitch - MIDI_MIN
+        if not 0 <= p < N_PITCH:
+            continue
+        on = int(round(n.onset * SAMPLE_RATE / HOP)) - start_frame
+        off = int(round(n.offset * SAMPLE_RATE / HOP)) - start_frame
+        lo, hi = max(on, 0), min(off, n_frames)
+        if hi <= lo:
+            continue
+        roll[p, lo:hi] = np.maximum(roll[p, lo:hi], SUSTAIN)
+        if on >= 0:
+            roll[p, on] = ONSET
+    return roll
+
+
+@dataclass(frozen=True)
+class Targets:
+    frame: np.ndarray  # [84, T] float32, 1 where any source sounds
+    onset: np.ndarray  # [84, T] float32, 1 at note starts
+    membership: np.ndarray  # [K, 84, T] float32, per-source activity (the InfoNCE labels)
+
+
+def targets_from_rolls(rolls: np.ndarray) -> Targets:
+    """rolls [K, 84, T] -> the mixture's AMT targets (element-wise max) and per-source labels."""
+    mix = rolls.max(axis=0)
+    return Targets(
+        frame=(mix >= SUSTAIN).astype(np.float32),
+        onset=(mix == ONSET).astype(np.float32),
+        membership=(rolls > 0).astype(np.float32),
+    )
+
+
+@dataclass(frozen=True)
+class StemRef:
+    clip: int  # row in the table of clips
+    stem: int
+    gm_family: str
+
+
+@dataclass(frozen=True)
+class Example:
+    audio: np.ndarray  # [crop_frames * HOP] float32
+    targets: Targets
+    stems: tuple[StemRef, ...]
+    gains: np.ndarray
+
+
+@dataclass(frozen=True)
+class RemixConfig:
+    crop_frames: int = 256
+    k_weights: tuple[float, ...] = (0.2, 0.4, 0.25, 0.15)  # P(K = 1..4)
+    gain_low: float = 0.8
+    gain_high: float = 1.2
+    noise_std: float = 5e-4  # additive Gaussian noise, std = noise_std * U(0, 1) per example (paper)
+
+
+class Remixer:
+    """Mixtures from stems of different GM families, drawn from a list of clips (one split's rows)."""
+
+    def __init__(self, clips: list, cfg: RemixConfig = RemixConfig(), seed: int = 0):
+        self.clips, self.cfg, self.seed = clips, cfg, seed
+        self.stems = [StemRef(i, j, s.gm_family) for i, c in enumerate(clips) for j, s in enumerate(c.stems)]
+        if not self.stems:
+            raise ValueError("no stems to remix")
+        self.families = sorted({s.gm_family for s in self.stems})
+
+    def _draw_stems(self, rng: np.random.Generator, k: int) -> list[StemRef]:
+        k = min(k, len(self.families))
+        families = rng.choice(self.families, size=k, replace=False)
+        chosen = []
+        for fam in families:
+            pool = [s for s in self.stems if s.gm_family == fam]
+            chosen.append(pool[int(rng.integers(len(pool)))])
+        return chosen
+
+    def example(self, epoch: int, index: int) -> Example:
+        cfg = self.cfg
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index]))
+        w = np.asarray(cfg.k_weights, float)
+        k = int(rng.choice(len(w), p=w / w.sum())) + 1
+        refs = self._draw_stems(rng, k)
+        n_frames = min(self.clips[r.clip].num_samples for r in refs) // HOP
+        crop = min(cfg.crop_frames, n_frames)
+        start = int(rng.integers(0, n_frames - crop + 1))  # the same crop for every stem
+        gains = rng.uniform(cfg.gain_low, cfg.gain_high, len(refs)).astype(np.float32)
+        audio = np.zeros(crop * HOP, np.float32)
+        rolls = np.zeros((len(refs), N_PITCH, crop), np.uint8)
+        for i, r in enumerate(refs):
+            clip = self.clips[r.clip]
+            audio += gains[i] * clip.stems[r.stem].audio()[start * HOP : (start + crop) * HOP]
+            rolls[i] = note_roll([n for n in clip.notes if n.stem == r.stem], crop, start)
+        audio /= gains.sum()
+        audio += rng.normal(0, cfg.noise_std * rng.uniform(), audio.shape).astype(np.float32)
+        return Example(audio, targets_from_rolls(rolls), tuple(refs), gains)

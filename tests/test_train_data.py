@@ -1,0 +1,75 @@
+"""Training targets from notes (hand-checked) and remixing of stored stems."""
+
+import numpy as np
+import pytest
+
+from mixscribe.schema import HOP, SAMPLE_RATE, Clip, Note, Stem
+from mixscribe.train.data import ONSET, SUSTAIN, RemixConfig, Remixer, note_roll, targets_from_rolls
+
+F = HOP / SAMPLE_RATE  # seconds per frame
+
+
+def test_note_roll_marks_onset_then_sustain():
+    roll = note_roll([Note(2 * F, 5 * F, 60, 100), Note(4 * F, 6 * F, 24, 90)], 8)
+    assert roll.shape == (84, 8)
+    assert list(roll[36]) == [0, 0, ONSET, SUSTAIN, SUSTAIN, 0, 0, 0]
+    assert list(roll[0]) == [0, 0, 0, 0, ONSET, SUSTAIN, 0, 0]
+    assert roll.sum() == 2 + 1 + 1 + 2 + 1
+
+
+def test_crop_start_inside_a_note_is_sustain_and_out_of_range_pitches_are_skipped():
+    roll = note_roll([Note(1 * F, 9 * F, 60, 100), Note(0, 3 * F, 110, 80)], 4, start_frame=3)
+    assert list(roll[36]) == [SUSTAIN] * 4
+    assert roll.sum() == 4
+
+
+def test_targets_are_max_over_sources_and_membership_is_per_source():
+    a = note_roll([Note(0, 4 * F, 60, 100)], 6)
+    b = note_roll([Note(2 * F, 6 * F, 60, 100), Note(F, 3 * F, 64, 100)], 6)
+    t = targets_from_rolls(np.stack([a, b]))
+    assert list(t.frame[36]) == [1, 1, 1, 1, 1, 1]
+    assert list(t.onset[36]) == [1, 0, 1, 0, 0, 0]  # both sources' onsets; max(2, 1) = 2 at frame 2
+    assert list(t.onset[40]) == [0, 1, 0, 0, 0, 0]
+    assert t.membership.shape == (2, 84, 6)
+    assert list(t.membership[0, 36]) == [1, 1, 1, 1, 0, 0] and list(t.membership[1, 36]) == [0, 0, 1, 1, 1, 1]
+
+
+def fake_clips(n=6, frames=64):
+    rng = np.random.default_rng(0)
+    families = ["piano", "strings", "reed", "brass", "pipe", "organ"]
+    clips = []
+    for i in range(n):
+        pcm = (rng.normal(size=frames * HOP) * 3000).astype(np.int16)
+        stem = Stem(pcm, "timgm6mb", "tim", 0, i * 8, "x", i * 8, families[i % len(families)], 1.0)
+        notes = [Note(4 * F, 20 * F, 48 + i, 100, 0), Note(30 * F, 50 * F, 60 + i, 100, 0)]
+        clips.append(Clip(f"c{i}", i, "train", SAMPLE_RATE, frames * HOP, [stem], notes))
+    return clips
+
+
+def test_remix_is_deterministic_mixes_different_families_and_never_clips():
+    remixer = Remixer(fake_clips(), RemixConfig(crop_frames=32), seed=3)
+    a, b = remixer.example(0, 7), remixer.example(0, 7)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    assert a.stems == b.stems
+    assert remixer.example(1, 7).stems != a.stems or not np.array_equal(remixer.example(1, 7).audio, a.audio)
+    ks = []
+    for i in range(200):
+        ex = remixer.example(0, i)
+        ks.append(len(ex.stems))
+        assert len({s.gm_family for s in ex.stems}) == len(ex.stems)
+        assert ex.audio.shape == (32 * HOP,) and np.abs(ex.audio).max() <= 1.0
+        assert ex.targets.membership.shape == (len(ex.stems), 84, 32)
+        assert np.all((0.8 <= ex.gains) & (ex.gains <= 1.2))
+    counts = np.bincount(ks, minlength=5)[1:]
+    assert counts.argmax() == 1 and counts.min() > 10  # K=2 most frequent, as k_weights say
+
+
+def test_remixed_targets_follow_the_crop():
+    clips = fake_clips(1)
+    remixer = Remixer(clips, RemixConfig(crop_frames=64, k_weights=(1.0,), noise_std=0.0), seed=0)
+    ex = remixer.example(0, 0)
+    assert ex.targets.onset[48 - 24, 4] == 1 and ex.targets.frame[48 - 24, 4:20].all()
+    expected = (ex.gains[0] * clips[0].stems[0].audio()) / ex.gains[0]
+    np.testing.assert_allclose(ex.audio, expected, rtol=1e-5)
+    with pytest.raises(ValueError):
+        Remixer([])
