@@ -2,9 +2,9 @@
 
 Audio-seconds rendered per CPU-second, where "audio" counts every stem rendered (stems are what the
 synth renders). The bare rate is the limit: one FluidSynth rendering the very same notes and presets in
-a loop, nothing else. The pipeline's rate per core is audio / (wall time x render workers), Ray already
-running (its ~3 s start-up is paid once per job, not per clip).
-Targets (issue 2): pipeline >= 70 % of the bare rate per core; 2 workers >= 1.7x one worker.
+a loop, nothing else. The pipeline's rate is audio / CPU-seconds of the whole machine during the job
+(psutil), Ray already running; scaling is the wall-time ratio of whole jobs, best of 2 (a noisy machine).
+Targets (issue 2): pipeline >= 70 % of the bare rate per CPU-second; 2 workers >= 1.7x one worker.
 Usage: python benchmarks/synth_throughput.py [--clips 512] [--config demo]
 """
 
