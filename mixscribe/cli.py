@@ -63,12 +63,9 @@ def _cmd_soundfonts(args: argparse.Namespace) -> int:
         if args.out:
             from pathlib import Path
 
-            from mixscribe.fsio import atomic_local_path
+            from mixscribe.fsio import atomic_local_write
 
-            target = Path(args.out)
-            tmp = atomic_local_path(target)
-            tmp.write_text(text)
-            tmp.replace(target)
+            atomic_local_write(Path(args.out), lambda tmp: tmp.write_text(text))
         else:
             sys.stdout.write(text)
         silent = sum(r.silent for r in rows)

@@ -58,6 +58,15 @@ def ensure_writable_dir(fs: pafs.FileSystem, path: str) -> None:
         raise MixscribeError(f"{path}: output is not writable ({exc.__class__.__name__}: {exc})") from exc
 
 
-def atomic_local_path(target: Path) -> Path:
-    """A temporary sibling of a local target; the caller writes it and then calls os.replace."""
-    return target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+def atomic_local_write(target: Path, write) -> Path:
+    """Call write(tmp) on a temporary sibling of a local target, then rename it over the target;
+    on failure the temporary file is removed and the target is untouched."""
+    target = Path(target)
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target

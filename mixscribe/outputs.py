@@ -6,27 +6,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from mixscribe.fsio import atomic_local_write as _atomic
 from mixscribe.schema import Note
 
 # Distinct, clearly different GM programs so the tracks are told apart when the MIDI is played.
 TRACK_PROGRAMS = (0, 40, 71, 56, 73, 24, 32, 68, 11, 19)
 FORMATS = ("mid", "csv", "json", "png")
-
-
-def _atomic(path: Path, write) -> Path:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def to_midi(notes: list[Note], k: int):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 
 from mixscribe.errors import MixscribeError
-from mixscribe.fsio import atomic_local_path
-from mixscribe.schema import HOP, MIDI_MIN, SAMPLE_RATE, Clip, clip_from_row, seconds_to_frame
+from mixscribe.fsio import atomic_local_write
+from mixscribe.schema import HOP, MIDI_MIN, SAMPLE_RATE, Clip, Note, clip_from_row, seconds_to_frame
 from mixscribe.synth.instruments import GM_NAMES
 from mixscribe.synth.pipeline import read_clips_table, read_manifest
 
@@ -39,8 +38,6 @@ def summary(shards: str) -> str:
     seconds = sum(n / sr for n, sr in zip(t.column("num_samples").to_pylist(), t.column("sample_rate").to_pylist()))
     polys = []
     for notes, n in zip(t.column("notes").to_pylist(), t.column("num_samples").to_pylist()):
-        from mixscribe.schema import Note
-
         polys.append(polyphony(Clip("", 0, "", SAMPLE_RATE, n, [], [Note(**x) for x in notes])))
     mean_poly = float(np.mean([p[0] for p in polys])) if polys else 0.0
     max_poly = max((p[1] for p in polys), default=0)
@@ -77,9 +74,7 @@ def load_clip(shards: str, clip_id: str) -> Clip:
 def _write_wav(path: Path, audio: np.ndarray) -> None:
     import soundfile as sf
 
-    tmp = atomic_local_path(path)
-    sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    atomic_local_write(path, lambda tmp: sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV"))
 
 
 def clip_midi(clip: Clip):
@@ -131,10 +126,8 @@ def piano_roll_png(clip: Clip, path: Path) -> None:
     ax.set_xlabel("seconds")
     ax.set_title(f"{clip.id} ({clip.split}): labelled notes over the CQT of the mix")
     fig.tight_layout()
-    tmp = atomic_local_path(path)
-    fig.savefig(tmp, format="png")
+    atomic_local_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def export_clip(shards: str, clip_id: str, out_dir: str) -> list[Path]:
@@ -151,9 +144,7 @@ def export_clip(shards: str, clip_id: str, out_dir: str) -> list[Path]:
         _write_wav(p, s.audio())
         written.append(p)
     midi_path = out / "notes.mid"
-    tmp = atomic_local_path(midi_path)
-    clip_midi(clip).write(str(tmp))
-    os.replace(tmp, midi_path)
+    atomic_local_write(midi_path, lambda tmp: clip_midi(clip).write(str(tmp)))
     written.append(midi_path)
     png = out / "pianoroll.png"
     piano_roll_png(clip, png)

@@ -304,9 +304,3 @@ def read_clips_table(shards: str, columns: list[str] | None = None) -> pa.Table:
         check_schema(pf.schema_arrow, path)
         tables.append(pf.read(columns=columns))
     return pa.concat_tables(tables) if tables else CLIP_SCHEMA.empty_table()
-
-
-def audio_seconds(manifest: dict) -> float:
-    return float(manifest.get("hours", 0.0)) * 3600.0
-
-

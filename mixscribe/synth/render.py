@@ -71,11 +71,10 @@ class FluidSynthRenderer:
     """Offline FluidSynth (no audio driver), float output, every default that biases data overridden."""
 
     def __init__(self, cfg: RenderConfig, soundfonts: list[SoundFontEntry]):
-
         self.cfg = cfg
         self._fl = _bind_float_writer()
         self.entries = {e.id: e for e in soundfonts}
-        settings = {
+        self._settings = {
             "synth.reverb.active": int(cfg.reverb),
             "synth.chorus.active": int(cfg.chorus),
             "synth.polyphony": cfg.polyphony,
@@ -84,7 +83,6 @@ class FluidSynthRenderer:
             "synth.cpu-cores": 1,
             "synth.audio-channels": 1,
         }
-        self._settings = settings
         self.synth = None
         self._sfids: dict[str, int] = {}
         self._presets: dict[str, dict[tuple[int, int], str]] = {}
