@@ -44,3 +44,11 @@ def test_corrupt_and_missing_soundfonts_are_named(tmp_path, fake_catalog, monkey
         catalog.select(("gone",))
     with pytest.raises(SoundFontError, match="'nope': not in the catalog"):
         catalog.get_entry("nope")
+
+
+def test_install_of_present_soundfonts_only_verifies_them():
+    from tests.conftest import run_cli
+
+    r = run_cli("soundfonts", "install", "--soundfont", "timgm6mb", "--soundfont", "csound_gmbank")
+    assert r.returncode == 0, r.stderr
+    assert "ok  timgm6mb" in r.stdout and "ok  csound_gmbank" in r.stdout
