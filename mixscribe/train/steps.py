@@ -1,0 +1,71 @@
+"""One optimisation step of each training stage (paper-spec §6), shared by the local loop and the Ray
+Train worker loop: stage "amt" (focal loss), stage "encoder" (InfoNCE, AMT branch frozen), "joint"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mixscribe.model.losses import amt_loss, timbre_loss
+from mixscribe.model.network import TwoBranchModel
+from mixscribe.train.data import Example
+
+STAGES = ("amt", "encoder", "joint")
+
+
+@dataclass
+class Batch:
+    audio: torch.Tensor  # [B, n]
+    frame: torch.Tensor  # [B, 1, 84, T]
+    onset: torch.Tensor  # [B, 1, 84, T]
+    membership: torch.Tensor  # [B, M, 84, T], zero-padded to the batch's largest K
+
+
+def collate(examples: list[Example]) -> Batch:
+    m = max(e.targets.membership.shape[0] for e in examples)
+    member = np.zeros((len(examples), m) + examples[0].targets.frame.shape, np.float32)
+    for i, e in enumerate(examples):
+        member[i, : e.targets.membership.shape[0]] = e.targets.membership
+    return Batch(
+        audio=torch.from_numpy(np.stack([e.audio for e in examples])),
+        frame=torch.from_numpy(np.stack([e.targets.frame for e in examples]))[:, None],
+        onset=torch.from_numpy(np.stack([e.targets.onset for e in examples]))[:, None],
+        membership=torch.from_numpy(member),
+    )
+
+
+def set_stage(model: TwoBranchModel, stage: str) -> list[torch.nn.Parameter]:
+    """Freeze what the stage does not train; the frozen AMT branch also runs its BatchNorm in eval mode."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    train_amt, train_enc = stage in ("amt", "joint"), stage in ("encoder", "joint")
+    for p in model.amt.parameters():
+        p.requires_grad_(train_amt)
+    for p in model.encoder.parameters():
+        p.requires_grad_(train_enc)
+    model.train()
+    if not train_amt:
+        model.amt.eval()
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def losses(model: TwoBranchModel, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
+    out = model(batch.audio, with_embedding=stage != "amt")
+    result = {}
+    if stage in ("amt", "joint"):
+        result["amt"] = amt_loss(model.cfg, batch.frame, batch.onset, out.frame, out.onset)
+    if stage in ("encoder", "joint"):
+        result["timbre"] = timbre_loss(model.cfg, out.embedding, batch.membership)
+    result["loss"] = sum(result.values())
+    return result
+
+
+def train_step(model: TwoBranchModel, batch: Batch, optimizer: torch.optim.Optimizer, stage: str) -> dict[str, float]:
+    optimizer.zero_grad(set_to_none=True)
+    parts = losses(model, batch, stage)
+    parts["loss"].backward()
+    optimizer.step()
+    model.clamp_affines_()  # spec §2.3: after every optimiser step, in every stage
+    return {k: float(v.detach()) for k, v in parts.items()}
