@@ -148,3 +148,28 @@ def _check_exported_clip(folder: Path, shards: Path):
     assert sum(len(i.notes) for i in midi.instruments) == len(clip.notes)
     png = (folder / "pianoroll.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_training_reads_one_split_and_refuses_bad_shards(shards, tmp_path):
+    import shutil
+
+    from mixscribe.errors import ShardError
+    from mixscribe.train.data import Remixer, load_split
+
+    out, m = shards
+    train = load_split(str(out), "train")
+    assert len(train) == m["rows_per_split"]["train"] and {c.split for c in train} == {"train"}
+    assert Remixer(train).example(0, 0).audio.size > 0
+    with pytest.raises(ShardError, match="no clips in split 'test'"):
+        load_split(str(out), "test")
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 2}))
+    with pytest.raises(ShardError, match="schema version 2, this mixscribe reads 1"):
+        load_split(str(bad), "train")
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    victim = bad / manifest["files"][0]["path"]
+    victim.write_bytes(victim.read_bytes()[:1000])
+    with pytest.raises(ShardError, match=f"{victim}: corrupt shard"):
+        load_split(str(bad), "train")

@@ -78,6 +78,22 @@ class RemixConfig:
     noise_std: float = 5e-4  # additive Gaussian noise, std = noise_std * U(0, 1) per example (paper)
 
 
+def load_split(shards: str, split: str) -> list:
+    """Every clip of one split of a finished shard set, checked before any training starts: the
+    manifest's schema version, every listed file present and of this schema (errors name the file)."""
+    import pyarrow.compute as pc
+
+    from mixscribe.errors import ShardError
+    from mixscribe.schema import table_to_clips
+    from mixscribe.synth.pipeline import read_clips_table, read_manifest
+
+    _, root, manifest = read_manifest(shards)
+    if not manifest.get("rows_per_split", {}).get(split):
+        raise ShardError(f"{root}: no clips in split {split!r} (it has {manifest.get('rows_per_split')})")
+    table = read_clips_table(shards)
+    return table_to_clips(table.filter(pc.equal(table["split"], split)))
+
+
 class Remixer:
     """Mixtures from stems of different GM families, drawn from a list of clips (one split's rows)."""
 
