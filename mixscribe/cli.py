@@ -143,6 +143,20 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mixscribe.train.trainer import CHECKPOINT_FILE, load_train_config, run_training
+
+    cfg = load_train_config(args.config, workers=args.workers)
+    result = run_training(cfg, args.data, args.name, args.storage)
+    if result.error:
+        raise result.error
+    print(f"run {args.name}: epoch {result.metrics.get('epoch')}, "
+          + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if "/" in k))  # fmt: skip
+    if result.checkpoint:
+        print(f"latest checkpoint: {result.checkpoint.path}/{CHECKPOINT_FILE}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscribe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", help="clip id to export ('first' for the first clip)")
     p.add_argument("--out", default="inspect", help="folder for the exported clip (default: ./inspect)")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("train", help="train the model with Ray Train (re-run the same name to resume)")
+    p.add_argument("--config", default="demo", help="preset name or YAML file with train: and model: sections")
+    p.add_argument("--data", required=True, help="shard set written by mixscribe synth")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the config's)")
+    p.add_argument("--name", default="mixscribe", help="run name: the same name and storage resume")
+    p.add_argument("--storage", default="runs", help="where runs and checkpoints live")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("transcribe", help="audio files -> one MIDI file each, one track per timbre")
     p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate; mono or stereo)")

@@ -41,3 +41,21 @@ def test_bad_shards_fail_before_training(tmp_path):
 
     with pytest.raises(ShardError, match="no manifest"):
         run_training(TrainConfig(), str(tmp_path), "x", str(tmp_path / "runs"))
+
+
+def test_train_cli_and_config_errors(data, tmp_path):
+    from mixscribe.errors import ConfigError
+    from mixscribe.train.trainer import load_train_config
+    from tests.conftest import run_cli
+
+    assert load_train_config("tiny").crop_frames == 96 and load_train_config("demo").epochs == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  stage: everything\n")
+    with pytest.raises(ConfigError, match="train.stage"):
+        load_train_config(str(bad))
+    r = run_cli("train", "--config", "tiny", "--data", data, "--workers", "1", "--name", "cli", "--storage", str(tmp_path / "runs"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "run cli: epoch 1" in r.stdout and "val/loss" in r.stdout
+    assert (tmp_path / "runs" / "cli").is_dir()
+    r = run_cli("train", "--config", str(bad), "--data", data)
+    assert r.returncode == 2 and "train.stage" in r.stderr.strip().splitlines()[-1]

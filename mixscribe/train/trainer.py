@@ -34,6 +34,34 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
+def load_train_config(spec: str, **overrides) -> TrainConfig:
+    """The `train:` section of a preset or YAML file, with its `model:` section as the model config."""
+    from mixscribe.config import load_preset
+
+    data = load_preset(spec)
+    train = dict(data.get("train") or {})
+    train.update({k: v for k, v in overrides.items() if v is not None})
+    if "model" in data:
+        train["model"] = data["model"] or {}
+    cfg = from_dict(TrainConfig, train, prefix="train.")
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: TrainConfig) -> None:
+    from mixscribe.config import _check
+    from mixscribe.train.steps import STAGES
+
+    _check(cfg.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
+    _check(cfg.epochs >= 1 and cfg.steps_per_epoch >= 1, "train.epochs", "epochs and steps_per_epoch must be >= 1")
+    _check(cfg.batch_size >= 1 and cfg.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
+    _check(cfg.lr > 0, "train.lr", "must be > 0")
+    _check(cfg.crop_frames >= 16, "train.crop_frames", "must be >= 16")
+    _check(len(cfg.k_weights) >= 1 and min(cfg.k_weights) >= 0 and sum(cfg.k_weights) > 0, "train.k_weights",
+           "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
+    cfg.model.validate()
+
+
 CHECKPOINT_FILE = "model.pt"
 STATE_FILE = "trainer_state.pt"
 
