@@ -69,3 +69,22 @@ def test_encoder_stage_lowers_infonce_with_the_amt_branch_frozen(clips):
 def test_unknown_stage():
     with pytest.raises(ValueError, match="stage must be one of"):
         set_stage(TwoBranchModel(ModelConfig()), "all")
+
+
+def test_paper_schedulers():
+    from mixscribe.train.trainer import make_scheduler, step_scheduler
+
+    def lrs(stage, losses):
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+        sched = make_scheduler(opt, stage)
+        out = []
+        for v in losses:
+            step_scheduler(sched, v)
+            out.append(opt.param_groups[0]["lr"])
+        return out
+
+    plateau = lrs("amt", [1.0] * 6)
+    assert plateau[3] == pytest.approx(3e-4) and plateau[4] == pytest.approx(3e-4 * 0.35)  # patience 3
+    cosine = lrs("encoder", [1.0] * 13)
+    assert cosine[3] == pytest.approx(3e-4) and cosine[11] == pytest.approx(3e-4)  # restarts at 4 and 12
+    assert cosine[2] < 1e-4
