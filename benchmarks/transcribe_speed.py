@@ -58,7 +58,9 @@ import json, resource, sys, time
 from basic_pitch.inference import predict, Model
 from basic_pitch import ICASSP_2022_MODEL_PATH
 import pathlib
-onnx = pathlib.Path(ICASSP_2022_MODEL_PATH).with_suffix(".onnx") if pathlib.Path(str(ICASSP_2022_MODEL_PATH) + ".onnx").exists() is False else pathlib.Path(str(ICASSP_2022_MODEL_PATH) + ".onnx")
+onnx = pathlib.Path(str(ICASSP_2022_MODEL_PATH) + ".onnx")
+if not onnx.exists():
+    onnx = pathlib.Path(ICASSP_2022_MODEL_PATH).with_suffix(".onnx")
 model = Model(onnx)
 predict(sys.argv[1][:-4] + "_warm.wav", model)
 t = time.perf_counter()

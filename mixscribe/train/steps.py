@@ -51,8 +51,9 @@ def set_stage(model: TwoBranchModel, stage: str) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def losses(model: TwoBranchModel, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
-    out = model(batch.audio, with_embedding=stage != "amt")
+def losses(model: TwoBranchModel, batch: Batch, stage: str, forward=None) -> dict[str, torch.Tensor]:
+    """forward: what runs the model (its DDP wrapper on several workers); the config comes from model."""
+    out = (forward or model)(batch.audio, with_embedding=stage != "amt")
     result = {}
     if stage in ("amt", "joint"):
         result["amt"] = amt_loss(model.cfg, batch.frame, batch.onset, out.frame, out.onset)
@@ -62,9 +63,11 @@ def losses(model: TwoBranchModel, batch: Batch, stage: str) -> dict[str, torch.T
     return result
 
 
-def train_step(model: TwoBranchModel, batch: Batch, optimizer: torch.optim.Optimizer, stage: str) -> dict[str, float]:
+def train_step(model: TwoBranchModel, batch: Batch, optimizer: torch.optim.Optimizer, stage: str,
+               forward=None) -> dict[str, float]:  # fmt: skip
+    """One step; with `forward` a DDP wrapper, gradients are averaged across workers."""
     optimizer.zero_grad(set_to_none=True)
-    parts = losses(model, batch, stage)
+    parts = losses(model, batch, stage, forward)
     parts["loss"].backward()
     optimizer.step()
     model.clamp_affines_()  # spec §2.3: after every optimiser step, in every stage

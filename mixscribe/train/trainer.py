@@ -122,7 +122,7 @@ def _loop(config: dict) -> None:
         totals: dict[str, float] = {}
         for step in range(cfg.steps_per_epoch):
             batch = collate([train.example(epoch, step * cfg.batch_size + i) for i in range(cfg.batch_size)])
-            for k, v in _ddp_step(ddp, model, batch, optimizer, cfg.stage, train_step).items():
+            for k, v in train_step(model, batch, optimizer, cfg.stage, forward=ddp).items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.steps_per_epoch
         model.eval()
         with torch.no_grad():
@@ -138,30 +138,6 @@ def _loop(config: dict) -> None:
                            os.path.join(d, STATE_FILE))  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def _ddp_step(ddp, model, batch, optimizer, stage, train_step):
-    """A step through the DDP wrapper (gradients averaged across workers); the clamp acts on the model."""
-    if ddp is model:
-        return train_step(model, batch, optimizer, stage)
-    from mixscribe.train.steps import losses
-
-    optimizer.zero_grad(set_to_none=True)
-    parts = losses(_Forward(ddp, model), batch, stage)
-    parts["loss"].backward()
-    optimizer.step()
-    model.clamp_affines_()
-    return {k: float(v.detach()) for k, v in parts.items()}
-
-
-class _Forward:
-    """Lets losses() call the DDP-wrapped model while reading the config from the plain one."""
-
-    def __init__(self, ddp, model):
-        self.ddp, self.cfg = ddp, model.cfg
-
-    def __call__(self, *args, **kwargs):
-        return self.ddp(*args, **kwargs)
 
 
 def run_training(cfg: TrainConfig, data: str, name: str, storage: str):
