@@ -61,7 +61,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, external_sigma: bool 
 
 
 class OrtModel:
-    """The two branches run by onnxruntime (about 2.8x faster than eager torch on 2 CPU cores); same
+    """The two branches run by onnxruntime (about 1.5x faster than eager torch on 2 CPU cores:
+    benchmarks/frontend_speed.py); same
     outputs to ~1e-5. Separate graphs, because transcription runs them in separate passes."""
 
     def __init__(self, model: nn.Module, threads: int | None = None):

@@ -40,7 +40,8 @@ class ShardRenderer:
     summary row per shard. So a retried task rewrites the same file (exactly once), the audio never
     travels through the object store to a separate write task, and the driver's commit reads nothing
     back. (This replaced `Dataset.write_parquet`, whose file names and bytes vary run to run and
-    whose write tasks cost a third of the render CPU on a 2-core machine: docs/benchmarks.md.)
+    whose write tasks took about a third of the render CPU on a 2-core machine in a one-off psutil
+    profile during development; see docs/synth.md.)
     """
 
     def __init__(self, cfg: dict, soundfont_ids: list[str], staging: str | None = None):
@@ -203,7 +204,8 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
 
 def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float) -> list[dict]:
     """Render every shard; progress is one bar over shards and clips as their summaries stream back.
-    (Ray Data's own per-operator bars cost ~5 % of a 2-core machine: measured, docs/benchmarks.md.)"""
+    (Ray Data's per-operator bars are off: in a one-off development comparison, 2-worker scaling was
+    1.80x without them and 1.70x with them; not a benchmark.)"""
     import ray
     from ray.data import ActorPoolStrategy
     from tqdm import tqdm
