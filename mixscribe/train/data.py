@@ -8,9 +8,11 @@ Deterministic in (seed, epoch, index).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from mixscribe.train.augment import AugmentConfig, augment
 
 from mixscribe.schema import HOP, MIDI_MAX, MIDI_MIN, SAMPLE_RATE, Note
 
@@ -67,6 +69,7 @@ class Example:
     targets: Targets
     stems: tuple[StemRef, ...]
     gains: np.ndarray
+    augmentation: dict = field(default_factory=dict)  # what augment() drew, for logging
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class RemixConfig:
     gain_low: float = 0.8
     gain_high: float = 1.2
     noise_std: float = 5e-4  # additive Gaussian noise, std = noise_std * U(0, 1) per example (paper)
+    augment: AugmentConfig = AugmentConfig(enabled=False)  # realism transforms, before the noise
 
 
 def load_split(shards: str, split: str) -> list:
@@ -130,5 +134,6 @@ class Remixer:
             audio += gains[i] * clip.stems[r.stem].audio()[start * HOP : (start + crop) * HOP]
             rolls[i] = note_roll([n for n in clip.notes if n.stem == r.stem], crop, start)
         audio /= gains.sum()
+        audio, drawn = augment(audio, cfg.augment, rng)
         audio += rng.normal(0, cfg.noise_std * rng.uniform(), audio.shape).astype(np.float32)
-        return Example(audio, targets_from_rolls(rolls), tuple(refs), gains)
+        return Example(audio, targets_from_rolls(rolls), tuple(refs), gains, drawn)

@@ -1,0 +1,93 @@
+"""Realism the paper's synthetic data lacked, applied to each training mixture (issue 4).
+
+FluidSynth renders dry, flat, uncompressed audio; real recordings have a room, a tilted spectrum, a
+level and some dynamics processing. Each transform fires with its own probability and draws its
+parameters from the example's RNG, so an example is still deterministic in (seed, epoch, index). The DSP
+is Spotify's pedalboard (JUCE): no hand-written filters. The labels are untouched: a reverb tail is not a
+note. The paper's additive noise stays in the remixer (RemixConfig.noise_std) and comes after these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixscribe.schema import SAMPLE_RATE
+
+TRANSFORMS = ("reverb", "eq_tilt", "gain", "compressor")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = True
+    p_reverb: float = 0.5
+    room_size: tuple[float, float] = (0.1, 0.8)
+    wet_level: tuple[float, float] = (0.05, 0.35)
+    damping: tuple[float, float] = (0.2, 0.8)
+    p_eq_tilt: float = 0.5
+    tilt_db: tuple[float, float] = (-6.0, 6.0)  # low shelf gets -tilt/2, high shelf +tilt/2
+    tilt_pivot_hz: float = 800.0
+    p_gain: float = 0.5
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+    p_compressor: float = 0.3
+    threshold_db: tuple[float, float] = (-30.0, -12.0)
+    ratio: tuple[float, float] = (2.0, 4.0)
+
+    def validate(self) -> None:
+        from mixscribe.config import _check
+
+        for name in ("p_reverb", "p_eq_tilt", "p_gain", "p_compressor"):
+            _check(0 <= getattr(self, name) <= 1, f"augment.{name}", "must be a probability in [0, 1]")
+        for name in ("room_size", "wet_level", "damping", "tilt_db", "gain_db", "threshold_db", "ratio"):
+            lo_hi = getattr(self, name)
+            _check(len(lo_hi) == 2 and lo_hi[0] <= lo_hi[1], f"augment.{name}", "needs [low, high] with low <= high")
+        for name in ("room_size", "wet_level", "damping"):
+            _check(0 <= min(getattr(self, name)) and max(getattr(self, name)) <= 1, f"augment.{name}", "must lie in [0, 1]")
+        _check(self.ratio[0] >= 1, "augment.ratio", "must be >= 1")
+        _check(0 < self.tilt_pivot_hz < SAMPLE_RATE / 2, "augment.tilt_pivot_hz", "must be below Nyquist")
+
+
+def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(rng.uniform(lo_hi[0], lo_hi[1]))
+
+
+def draw_chain(cfg: AugmentConfig, rng: np.random.Generator) -> tuple[list, dict[str, float]]:
+    """The pedalboard plugins for one example and a record of what was drawn (for logging)."""
+    import pedalboard as pb
+
+    plugins, drawn = [], {}
+    if not cfg.enabled:
+        return plugins, drawn
+    # One draw per transform, always in the same order, so toggling one never shifts the others' RNG.
+    fire = {name: rng.uniform() for name in TRANSFORMS}
+    if fire["eq_tilt"] < cfg.p_eq_tilt:
+        tilt = _uniform(rng, cfg.tilt_db)
+        plugins += [pb.LowShelfFilter(cutoff_frequency_hz=cfg.tilt_pivot_hz, gain_db=-tilt / 2),
+                    pb.HighShelfFilter(cutoff_frequency_hz=cfg.tilt_pivot_hz, gain_db=tilt / 2)]  # fmt: skip
+        drawn["eq_tilt_db"] = tilt
+    if fire["compressor"] < cfg.p_compressor:
+        threshold, ratio = _uniform(rng, cfg.threshold_db), _uniform(rng, cfg.ratio)
+        plugins.append(pb.Compressor(threshold_db=threshold, ratio=ratio, attack_ms=5.0, release_ms=80.0))
+        drawn["compressor_threshold_db"], drawn["compressor_ratio"] = threshold, ratio
+    if fire["reverb"] < cfg.p_reverb:
+        room, wet, damp = _uniform(rng, cfg.room_size), _uniform(rng, cfg.wet_level), _uniform(rng, cfg.damping)
+        plugins.append(pb.Reverb(room_size=room, wet_level=wet, dry_level=1.0 - wet, damping=damp, width=0.0))
+        drawn["reverb_room_size"], drawn["reverb_wet_level"] = room, wet
+    if fire["gain"] < cfg.p_gain:
+        gain = _uniform(rng, cfg.gain_db)
+        plugins.append(pb.Gain(gain_db=gain))
+        drawn["gain_db"] = gain
+    return plugins, drawn
+
+
+def augment(audio: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
+    """Apply a freshly drawn chain to mono float32 audio; returns the audio and what was applied.
+    The result is clipped to [-1, 1] as a recording would be."""
+    import pedalboard as pb
+
+    plugins, drawn = draw_chain(cfg, rng)
+    if not plugins:
+        return audio, drawn
+    out = pb.Pedalboard(plugins)(audio.astype(np.float32)[None, :], SAMPLE_RATE, reset=True)[0]
+    return np.clip(out, -1.0, 1.0).astype(np.float32), drawn
