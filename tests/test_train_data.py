@@ -73,3 +73,24 @@ def test_remixed_targets_follow_the_crop():
     np.testing.assert_allclose(ex.audio, expected, rtol=1e-5)
     with pytest.raises(ValueError):
         Remixer([])
+
+
+def test_remix_batch_keeps_its_split_pads_to_fixed_shapes_and_is_seeded():
+    import dataclasses
+
+    from mixscribe.schema import clips_to_table
+    from mixscribe.train.data import remix_batch
+
+    clips = fake_clips(6)
+    clips[5] = dataclasses.replace(clips[5], split="valid", id="v")
+    table = clips_to_table(clips)
+    cfg = RemixConfig(crop_frames=80)  # longer than the 64-frame clips: padded
+    cols = remix_batch(table, "train", cfg, mixes_per_clip=3, seed=1)
+    assert cols["audio"].shape == (15, 80 * HOP) and cols["membership"].shape == (15, 4, 84, 80)
+    assert cols["frame"].dtype == np.uint8 and set(np.unique(cols["k"])) <= {1, 2, 3, 4}
+    assert not cols["frame"][:, :, 64:].any() and not cols["audio"][:, 64 * HOP :].any()
+    for i, k in enumerate(cols["k"]):
+        assert cols["membership"][i, :k].any(axis=(1, 2)).all() and not cols["membership"][i, k:].any()
+    np.testing.assert_array_equal(cols["audio"], remix_batch(table, "train", cfg, 3, seed=1)["audio"])
+    assert not np.array_equal(cols["audio"], remix_batch(table, "train", cfg, 3)["audio"])  # fresh entropy
+    assert remix_batch(table, "unseen-family", cfg, 3)["audio"].shape == (0, 80 * HOP)

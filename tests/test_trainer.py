@@ -27,6 +27,8 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     history = first.metrics_dataframe
     assert list(history["epoch"]) == [0, 1]
     assert history["val/loss"].iloc[1] < history["val/loss"].iloc[0]
+    assert ((0 <= history["train/data_wait_frac"]) & (history["train/data_wait_frac"] < 1)).all()
+    assert (history["train/examples_per_s"] > 0).all()
     resumed = run_training(dataclasses.replace(cfg, epochs=3), data, "run", str(tmp_path))
     assert resumed.metrics["epoch"] == 2  # only the missing epoch ran
     with resumed.checkpoint.as_directory() as d:
@@ -36,11 +38,28 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert 1 <= len(kept) <= cfg.num_to_keep
 
 
-def test_bad_shards_fail_before_training(tmp_path):
+def test_bad_shards_fail_before_training(data, tmp_path):
+    import json
+    import shutil
+
     from mixscribe.errors import ShardError
 
     with pytest.raises(ShardError, match="no manifest"):
         run_training(TrainConfig(), str(tmp_path), "x", str(tmp_path / "runs"))
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    victim = sorted((copy / "clips").glob("*.parquet"))[0]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte in the middle of the file
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match=f"{victim.name}: corrupt shard"):
+        run_training(TrainConfig(), str(copy), "x", str(tmp_path / "runs"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match="schema version 99"):
+        run_training(TrainConfig(), str(copy), "x", str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()  # nothing started
 
 
 def test_train_cli_and_config_errors(data, tmp_path):

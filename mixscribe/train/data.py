@@ -137,3 +137,78 @@ class Remixer:
         audio, drawn = augment(audio, cfg.augment, rng)
         audio += rng.normal(0, cfg.noise_std * rng.uniform(), audio.shape).astype(np.float32)
         return Example(audio, targets_from_rolls(rolls), tuple(refs), gains, drawn)
+
+
+# --- Streaming: Ray Data remixes batches of stored clips into ready training examples -------------------
+
+
+def verify_shards(shards: str, split: str) -> tuple[object, list[str], dict]:
+    """Check a shard set before any training starts and list the files holding `split`: the manifest's
+    schema version, then every such file present, of this schema and with the manifest's sha256 (so a
+    truncated or corrupted shard is a one-line error naming it, not a crash inside a worker)."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from mixscribe.errors import ShardError
+    from mixscribe.schema import check_schema
+    from mixscribe.synth.pipeline import read_manifest
+
+    fs, root, manifest = read_manifest(shards)
+    if not manifest.get("rows_per_split", {}).get(split):
+        raise ShardError(f"{root}: no clips in split {split!r} (it has {manifest.get('rows_per_split')})")
+    paths = []
+    for f in manifest["files"]:
+        if split not in f.get("splits", [split]):
+            continue
+        path = f"{root}/{f['path']}"
+        try:
+            with fs.open_input_stream(path) as stream:
+                digest = hashlib.sha256()
+                while chunk := stream.read(1 << 22):
+                    digest.update(chunk)
+            schema = pq.ParquetFile(path, filesystem=fs).schema_arrow
+        except FileNotFoundError as exc:
+            raise ShardError(f"{path}: listed in the manifest but missing") from exc
+        except Exception as exc:
+            raise ShardError(f"{path}: corrupt shard ({exc})") from exc
+        if f.get("sha256") and digest.hexdigest() != f["sha256"]:
+            raise ShardError(f"{path}: corrupt shard (sha256 differs from the manifest)")
+        check_schema(schema, path)
+        paths.append(path)
+    return fs, paths, manifest
+
+
+def examples_to_columns(examples: list[Example], crop_frames: int, max_k: int) -> dict[str, np.ndarray]:
+    """Examples as fixed-shape columns (zero-padded to crop_frames and max_k sources) for Ray Data."""
+    n = len(examples)
+    audio = np.zeros((n, crop_frames * HOP), np.float32)
+    frame = np.zeros((n, N_PITCH, crop_frames), np.uint8)
+    onset = np.zeros_like(frame)
+    member = np.zeros((n, max_k, N_PITCH, crop_frames), np.uint8)
+    k = np.zeros(n, np.int8)
+    for i, e in enumerate(examples):
+        t, m = e.targets.frame.shape[1], e.targets.membership.shape[0]
+        audio[i, : len(e.audio)] = e.audio
+        frame[i, :, :t], onset[i, :, :t] = e.targets.frame, e.targets.onset
+        member[i, :m, :, :t] = e.targets.membership
+        k[i] = m
+    return {"audio": audio, "frame": frame, "onset": onset, "membership": member, "k": k}
+
+
+def remix_batch(table, split: str, remix: RemixConfig, mixes_per_clip: int, seed: int | None = None) -> dict[str, np.ndarray]:
+    """Ray Data map_batches function: the `split` clips of a batch of shard rows -> mixes_per_clip
+    mixtures per clip drawn across the whole batch (so the batch size is the remix pool).
+    seed None draws fresh entropy, so every pass over the data yields new mixtures."""
+    import pyarrow.compute as pc
+
+    from mixscribe.schema import table_to_clips
+
+    clips = table_to_clips(table.filter(pc.equal(table["split"], split)))
+    max_k = len(remix.k_weights)
+    if not clips:
+        return examples_to_columns([], remix.crop_frames, max_k)
+    seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else seed
+    remixer = Remixer(clips, remix, seed=seed)
+    examples = [remixer.example(0, i) for i in range(len(clips) * mixes_per_clip)]
+    return examples_to_columns(examples, remix.crop_frames, max_k)

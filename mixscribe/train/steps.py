@@ -22,6 +22,9 @@ class Batch:
     onset: torch.Tensor  # [B, 1, 84, T]
     membership: torch.Tensor  # [B, M, 84, T], zero-padded to the batch's largest K
 
+    def to(self, device) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.audio, self.frame, self.onset, self.membership)))
+
 
 def collate(examples: list[Example]) -> Batch:
     m = max(e.targets.membership.shape[0] for e in examples)

@@ -1,8 +1,11 @@
-"""Ray Train: the same command on one laptop or a cluster (first cut; MLflow and the pipeline: issue 4).
+"""Ray Train: the same command on one laptop or a cluster.
 
-Each worker remixes its own mixtures from the training split (seeded by rank), the validation loss comes
-from fixed mixtures of the `valid` split, rank 0 writes a checkpoint every epoch, and re-running with the
-same run name and storage path resumes from the latest checkpoint (Ray Train V2 restores the run)."""
+The driver builds a Ray Data pipeline over the training split's shards (read -> remix into mixtures with
+augmentation, in Ray Data tasks that run beside the training) and each worker streams its share through
+`get_dataset_shard`, prefetching so the model rarely waits. The validation loss comes from fixed
+mixtures of the `valid` split, rank 0 writes a checkpoint every epoch and logs metrics to MLflow when
+given a run, and re-running with the same run name and storage path resumes from the latest checkpoint
+(Ray Train V2 restores the run)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from mixscribe.config import ModelConfig, from_dict, to_dict
+from mixscribe.train.augment import AugmentConfig
 
 
 @dataclass(frozen=True)
@@ -25,12 +29,17 @@ class TrainConfig:
     crop_frames: int = 256
     k_weights: tuple[float, ...] = (0.2, 0.4, 0.25, 0.15)
     seed: int = 0
+    mixes_per_clip: int = 4  # mixtures drawn per stored clip on each pass over the data
+    remix_pool_clips: int = 16  # clips per Ray Data remix batch: stems are mixed across this pool
+    prefetch_batches: int = 2
+    data_cpus: float = 0.25  # per Ray Data remix task (fractional: room beside the workers on 2 CPUs)
     workers: int = 1
     cpus_per_worker: float = 0.5  # < 1: 2 workers x 1 CPU starve Ray's other tasks on 2 CPUs
     use_gpu: bool = False
     num_to_keep: int = 2
     max_failures: int = 2
     init_checkpoint: str = ""  # e.g. the AMT stage's checkpoint when training the encoder
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -57,8 +66,12 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.batch_size >= 1 and cfg.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
     _check(cfg.lr > 0, "train.lr", "must be > 0")
     _check(cfg.crop_frames >= 16, "train.crop_frames", "must be >= 16")
+    _check(cfg.mixes_per_clip >= 1 and cfg.remix_pool_clips >= 1, "train.mixes_per_clip",
+           "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
+    _check(0 < cfg.data_cpus <= 64 and cfg.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
     _check(len(cfg.k_weights) >= 1 and min(cfg.k_weights) >= 0 and sum(cfg.k_weights) > 0, "train.k_weights",
            "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
+    cfg.augment.validate()
     cfg.model.validate()
 
 
@@ -85,7 +98,47 @@ CHECKPOINT_FILE = "model.pt"
 STATE_FILE = "trainer_state.pt"
 
 
+def _batches(shard, cfg: TrainConfig):
+    """Training batches from this worker's Ray Data shard, pass after pass (each pass remixes anew).
+    Every worker gets the same number of batches per pass (equal split, drop_last), so DDP stays in step."""
+    import torch
+
+    from mixscribe.errors import ShardError
+    from mixscribe.train.steps import Batch
+
+    while True:
+        got = 0
+        for b in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True,
+                                          prefetch_batches=cfg.prefetch_batches):  # fmt: skip
+            got += 1
+            yield Batch(audio=b["audio"], frame=b["frame"][:, None].float(), onset=b["onset"][:, None].float(),
+                        membership=b["membership"].to(torch.float32))  # fmt: skip
+        if not got:
+            raise ShardError("a training worker received no full batch: too few training clips for "
+                             f"batch_size {cfg.batch_size} x {cfg.workers} workers (raise mixes_per_clip)")  # fmt: skip
+
+
+def _restore(model, optimizer, scheduler) -> int:
+    """Load the latest checkpoint Ray Train hands this run (resume or restart); the next epoch to run."""
+    import ray.train
+    import torch
+
+    from mixscribe.model import load_model
+
+    restored = ray.train.get_checkpoint()
+    if not restored:
+        return 0
+    with restored.as_directory() as d:
+        model.load_state_dict(load_model(os.path.join(d, CHECKPOINT_FILE)).state_dict())
+        state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        return int(state["epoch"]) + 1
+
+
 def _loop(config: dict) -> None:
+    import time
+
     import ray.train
     import ray.train.torch
     import torch
@@ -102,34 +155,36 @@ def _loop(config: dict) -> None:
     params = set_stage(model, cfg.stage)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.stage)
-    start_epoch = 0
-    restored = ray.train.get_checkpoint()
-    if restored:
-        with restored.as_directory() as d:
-            model.load_state_dict(load_model(os.path.join(d, CHECKPOINT_FILE)).state_dict())
-            state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch = int(state["epoch"]) + 1
-        set_stage(model, cfg.stage)
+    start_epoch = _restore(model, optimizer, scheduler)
+    set_stage(model, cfg.stage)
+    device = ray.train.torch.get_device()  # the worker's GPU when use_gpu, else CPU
+    model.to(device)
     ddp = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 else model
-    remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights)
-    train = Remixer(load_split(config["data"], "train"), remix, seed=cfg.seed * 1000 + rank)
+    remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights)  # validation: no augmentation
     valid_set = Remixer(load_split(config["data"], "valid"), remix, seed=cfg.seed + 999_999)
-    valid_batch = collate([valid_set.example(0, i) for i in range(cfg.valid_examples)])
+    valid_batch = collate([valid_set.example(0, i) for i in range(cfg.valid_examples)]).to(device)
+    batches = _batches(ray.train.get_dataset_shard("train"), cfg)
+    tracker = _RankZeroTracker(config.get("mlflow"), rank)
     for epoch in range(start_epoch, cfg.epochs):
         set_stage(model, cfg.stage)
         totals: dict[str, float] = {}
-        for step in range(cfg.steps_per_epoch):
-            batch = collate([train.example(epoch, step * cfg.batch_size + i) for i in range(cfg.batch_size)])
+        wait = 0.0
+        t_epoch = time.perf_counter()
+        for _ in range(cfg.steps_per_epoch):
+            t0 = time.perf_counter()
+            batch = next(batches).to(device)
+            wait += time.perf_counter() - t0
             for k, v in train_step(model, batch, optimizer, cfg.stage, forward=ddp).items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.steps_per_epoch
+        elapsed = time.perf_counter() - t_epoch
         model.eval()
         with torch.no_grad():
             val = {f"val/{k}": float(v) for k, v in losses(model, valid_batch, cfg.stage).items()}
         step_scheduler(scheduler, val["val/loss"])
         metrics = {**{f"train/{k}": v for k, v in totals.items()}, **val, "epoch": epoch,
-                   "train/lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
+                   "train/lr": optimizer.param_groups[0]["lr"], "train/data_wait_frac": wait / elapsed,
+                   "train/examples_per_s": cfg.steps_per_epoch * cfg.batch_size / elapsed}  # fmt: skip
+        tracker.log(metrics, epoch)
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
@@ -140,19 +195,57 @@ def _loop(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def run_training(cfg: TrainConfig, data: str, name: str, storage: str):
-    """Train (or resume `name` under `storage`) and return Ray Train's Result."""
+class _RankZeroTracker:
+    """Per-epoch metrics into the driver's MLflow run, from rank 0 only, batched in one call."""
+
+    def __init__(self, mlflow_cfg: dict | None, rank: int):
+        self.client = self.run_id = None
+        if mlflow_cfg and rank == 0:
+            from mlflow.tracking import MlflowClient
+
+            self.client, self.run_id = MlflowClient(mlflow_cfg["tracking_uri"]), mlflow_cfg["run_id"]
+
+    def log(self, metrics: dict[str, float], epoch: int) -> None:
+        if self.client is None:
+            return
+        from mixscribe.tracking import log_metrics
+
+        log_metrics(self.client, self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+
+def build_train_dataset(data: str, cfg: TrainConfig):
+    """The driver's Ray Data pipeline: the training split's shards (checked first) -> remixed examples."""
+    import ray.data
+
+    from mixscribe.train.data import RemixConfig, remix_batch, verify_shards
+
+    fs, paths, _ = verify_shards(data, "train")
+    remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment)
+    return (
+        ray.data.read_parquet(paths, filesystem=fs)
+        .randomize_block_order()
+        .map_batches(remix_batch, batch_format="pyarrow", batch_size=cfg.remix_pool_clips, num_cpus=cfg.data_cpus,
+                     fn_kwargs={"split": "train", "remix": remix, "mixes_per_clip": cfg.mixes_per_clip})  # fmt: skip
+    )
+
+
+def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: dict | None = None):
+    """Train (or resume `name` under `storage`) and return Ray Train's Result. mlflow: {"tracking_uri",
+    "run_id"} of a run to receive rank 0's per-epoch metrics."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from mixscribe.raycluster import init_ray
-    from mixscribe.synth.pipeline import read_manifest
+    from mixscribe.train.data import verify_shards
 
-    read_manifest(data)  # a clear error before any worker starts
+    verify_shards(data, "valid")  # clear errors before any worker starts (the train split: below)
     init_ray()
+    dataset = build_train_dataset(data, cfg)
     trainer = TorchTrainer(
         _loop,
-        train_loop_config={"train": to_dict(cfg), "data": os.path.abspath(data) if "://" not in data else data},
+        train_loop_config={"train": to_dict(cfg), "data": os.path.abspath(data) if "://" not in data else data,
+                           "mlflow": mlflow},  # fmt: skip
+        datasets={"train": dataset},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),  # fmt: skip
         run_config=RunConfig(
