@@ -1,0 +1,173 @@
+"""Metrics of paper-spec §9: mir_eval frame and note scores, timbre-separated scores after optimal track
+matching, and how well notes were clustered. Inputs are Note lists (Note.stem = reference part or
+estimated track), so the same functions score any transcriber."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mixscribe.schema import HOP, MIDI_MAX, MIDI_MIN, SAMPLE_RATE, Note
+
+N_PITCH = MIDI_MAX - MIDI_MIN + 1
+FRAME_S = HOP / SAMPLE_RATE
+ONSET_TOLERANCE = 0.05  # seconds (§9.3)
+MIN_RUN_FRAMES = 3  # §9.2: runs shorter than this are removed before frame scoring
+
+
+def _hz(midi: np.ndarray) -> np.ndarray:
+    return 440.0 * 2.0 ** ((np.asarray(midi, float) - 69.0) / 12.0)
+
+
+def notes_to_roll(notes: list[Note], n_frames: int) -> np.ndarray:
+    """Binary roll [84, n_frames] at the model's hop; pitches outside the 84 rows are dropped."""
+    roll = np.zeros((N_PITCH, n_frames), bool)
+    for n in notes:
+        p = n.pitch - MIDI_MIN
+        a, b = int(round(n.onset / FRAME_S)), int(round(n.offset / FRAME_S))
+        if 0 <= p < N_PITCH and b > a:
+            roll[p, max(a, 0) : min(max(b, a + 1), n_frames)] = True
+    return roll
+
+
+def remove_short_runs(roll: np.ndarray, min_len: int = MIN_RUN_FRAMES) -> np.ndarray:
+    """Drop runs of active frames shorter than min_len at each pitch (§9.2 step 2)."""
+    out = roll.copy()
+    padded = np.pad(roll.astype(np.int8), ((0, 0), (1, 1)))
+    diff = np.diff(padded, axis=1)
+    for p, start in zip(*np.nonzero(diff == 1)):
+        end = start + np.argmax(diff[p, start + 1 :] == -1) + 1
+        if end - start < min_len:
+            out[p, start:end] = False
+    return out
+
+
+def _roll_to_mir(roll: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    times = np.arange(roll.shape[1]) * FRAME_S
+    return times, [_hz(MIDI_MIN + np.nonzero(roll[:, t])[0]) for t in range(roll.shape[1])]
+
+
+def frame_scores(ref_roll: np.ndarray, est_roll: np.ndarray) -> dict[str, float]:
+    """mir_eval.multipitch on binary rolls at the same hop: precision, recall, f1 (F computed from P and R,
+    as mir_eval leaves it out) and accuracy."""
+    import mir_eval
+
+    t_ref, f_ref = _roll_to_mir(ref_roll)
+    t_est, f_est = _roll_to_mir(est_roll)
+    if not ref_roll.any() and not est_roll.any():
+        return {"frame_precision": 1.0, "frame_recall": 1.0, "frame_f1": 1.0, "frame_accuracy": 1.0}
+    s = mir_eval.multipitch.evaluate(t_ref, f_ref, t_est, f_est)
+    p, r = float(s["Precision"]), float(s["Recall"])
+    return {"frame_precision": p, "frame_recall": r, "frame_f1": _f1(p, r), "frame_accuracy": float(s["Accuracy"])}
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def _intervals(notes: list[Note]) -> tuple[np.ndarray, np.ndarray]:
+    if not notes:
+        return np.zeros((0, 2)), np.zeros(0)
+    iv = np.array([[n.onset, max(n.offset, n.onset + 1e-3)] for n in notes], float)
+    return iv, _hz([n.pitch for n in notes])
+
+
+def note_scores(ref: list[Note], est: list[Note]) -> dict[str, float]:
+    """Onset-only note P/R/F (50 ms, offsets ignored: the paper's F_N) and onset+offset F as a second
+    figure. Empty against empty is a perfect score; one side empty scores zero."""
+    import mir_eval
+
+    if not ref and not est:
+        return {"note_precision": 1.0, "note_recall": 1.0, "note_f1": 1.0, "note_offset_f1": 1.0}
+    if not ref or not est:
+        return {"note_precision": 0.0, "note_recall": 0.0, "note_f1": 0.0, "note_offset_f1": 0.0}
+    ri, rp = _intervals(ref)
+    ei, ep = _intervals(est)
+    p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE, pitch_tolerance=50.0, offset_ratio=None)  # fmt: skip
+    _, _, f_off, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE, pitch_tolerance=50.0)  # fmt: skip
+    return {"note_precision": float(p), "note_recall": float(r), "note_f1": float(f), "note_offset_f1": float(f_off)}
+
+
+def split_tracks(notes: list[Note]) -> dict[int, list[Note]]:
+    tracks: dict[int, list[Note]] = {}
+    for n in notes:
+        tracks.setdefault(n.stem, []).append(n)
+    return tracks
+
+
+def match_tracks(ref: dict[int, list[Note]], est: dict[int, list[Note]], n_frames: int) -> list[tuple[int | None, int | None]]:
+    """Optimal one-to-one matching of estimated tracks to reference parts (§9.6): Hungarian on the summed
+    squared roll difference. With K_est != K_ref the smaller side is padded with empty tracks, which
+    come back as None (a part nobody transcribed, or an extra track)."""
+    from scipy.optimize import linear_sum_assignment
+
+    r_ids, e_ids = sorted(ref), sorted(est)
+    n = max(len(r_ids), len(e_ids))
+    rolls_r = [notes_to_roll(ref[i], n_frames) for i in r_ids] + [np.zeros((N_PITCH, n_frames), bool)] * (n - len(r_ids))
+    rolls_e = [notes_to_roll(est[j], n_frames) for j in e_ids] + [np.zeros((N_PITCH, n_frames), bool)] * (n - len(e_ids))
+    cost = np.array([[np.count_nonzero(a != b) for b in rolls_e] for a in rolls_r], float)
+    rows, cols = linear_sum_assignment(cost)
+    pairs = []
+    for i, j in zip(rows, cols):
+        pairs.append((r_ids[i] if i < len(r_ids) else None, e_ids[j] if j < len(e_ids) else None))
+    return pairs
+
+
+def separated_scores(ref: list[Note], est: list[Note], n_frames: int) -> dict[str, float]:
+    """Timbre-separated note and frame F after matching, averaged over tracks (the paper's figure). A
+    reference part without a track, or a track without a part, counts as a track scoring zero."""
+    pairs = match_tracks(split_tracks(ref), split_tracks(est), n_frames)
+    r_tracks, e_tracks = split_tracks(ref), split_tracks(est)
+    note_f, frame_f = [], []
+    for i, j in pairs:
+        r, e = r_tracks.get(i, []), e_tracks.get(j, [])
+        if i is None or j is None:
+            note_f.append(0.0)
+            frame_f.append(0.0)
+            continue
+        note_f.append(note_scores(r, e)["note_f1"])
+        frame_f.append(frame_scores(notes_to_roll(r, n_frames), notes_to_roll(e, n_frames))["frame_f1"])
+    return {"sep_note_f1": float(np.mean(note_f)) if note_f else 1.0, "sep_frame_f1": float(np.mean(frame_f)) if frame_f else 1.0}
+
+
+def matched_labels(ref: list[Note], est: list[Note]) -> tuple[list[int], list[int]]:
+    """(reference part, estimated track) of each estimated note that hits a reference note (same pitch,
+    onset within 50 ms, each reference note used once): the notes on which clustering can be judged."""
+    import mir_eval
+
+    if not ref or not est:
+        return [], []
+    ri, rp = _intervals(ref)
+    ei, ep = _intervals(est)
+    pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE,
+                                               pitch_tolerance=50.0, offset_ratio=None)  # fmt: skip
+    return [ref[i].stem for i, _ in pairs], [est[j].stem for _, j in pairs]
+
+
+def clustering_scores(ref: list[Note], est: list[Note]) -> dict[str, float]:
+    """Purity and adjusted Rand index of the track labels over correctly transcribed notes."""
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.metrics.cluster import contingency_matrix
+
+    truth, pred = matched_labels(ref, est)
+    if not truth:
+        return {"cluster_purity": 0.0, "cluster_ari": 0.0, "matched_notes": 0.0}
+    table = contingency_matrix(truth, pred)
+    purity = float(table.max(axis=0).sum() / table.sum())
+    return {"cluster_purity": purity, "cluster_ari": float(adjusted_rand_score(truth, pred)), "matched_notes": float(len(truth))}
+
+
+def clip_scores(ref: list[Note], est: list[Note], est_frame_roll: np.ndarray, k_ref: int, k_est: int) -> dict[str, float]:
+    """Every per-clip figure: timbre-agnostic frame (on the thresholded posteriorgram, short runs removed)
+    and note scores, separated scores, clustering scores and whether K was right."""
+    n_frames = est_frame_roll.shape[1]
+    agnostic_ref = [Note(n.onset, n.offset, n.pitch, n.velocity, 0) for n in ref]
+    agnostic_est = [Note(n.onset, n.offset, n.pitch, n.velocity, 0) for n in est]
+    out = frame_scores(notes_to_roll(agnostic_ref, n_frames), remove_short_runs(est_frame_roll))
+    out.update(note_scores(agnostic_ref, agnostic_est))
+    out.update(separated_scores(ref, est, n_frames))
+    out.update(clustering_scores(ref, est))
+    out["k_correct"] = float(k_ref == k_est)
+    out["k_est"] = float(k_est)
+    return out

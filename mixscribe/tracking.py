@@ -1,0 +1,170 @@
+"""MLflow the same way everywhere: an embedded SQLite store by default, MLFLOW_TRACKING_URI for a server.
+
+One experiment per study; runs are found again by their tags (never by name), which is what lets an
+interrupted pipeline resume its own runs instead of starting duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+TAG_PREFIX = "mixscribe."
+MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+
+
+def tracking_uri(workdir: str | os.PathLike = ".") -> str:
+    """MLFLOW_TRACKING_URI when set (a server or another store), else SQLite in the working folder."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{(Path(workdir).resolve() / DEFAULT_DB)}"
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(mlf, name: str, workdir: str | os.PathLike = ".") -> str:
+    """Get or create the experiment. Local stores get an absolute artifact folder (the default ./mlruns
+    would depend on whichever directory the experiment happened to be created from)."""
+    exp = mlf.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            mlf.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if mlf.tracking_uri.startswith("sqlite:"):
+        location = (Path(workdir).resolve() / ARTIFACT_DIR).as_uri()
+    return mlf.create_experiment(name, artifact_location=location)
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_tags() -> dict[str, str]:
+    """Where a run came from: code, library versions, the Ray job."""
+    import ray
+    import torch
+
+    import mixscribe
+    from mixscribe.synth.render import fluidsynth_version
+
+    tags = {
+        "mlflow.source.git.commit": _git_commit(),
+        f"{TAG_PREFIX}git_commit": _git_commit(),
+        f"{TAG_PREFIX}version": mixscribe.__version__,
+        f"{TAG_PREFIX}fluidsynth_version": fluidsynth_version(),
+        f"{TAG_PREFIX}ray_version": ray.__version__,
+        f"{TAG_PREFIX}torch_version": torch.__version__,
+    }
+    if ray.is_initialized():
+        tags[f"{TAG_PREFIX}ray_job_id"] = ray.get_runtime_context().get_job_id()
+    return tags
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def log_params(mlf, run_id: str, config: dict, prefix: str = "") -> None:
+    """The flattened config as params (a.b.c = value), in batches of 100 (one HTTP call each)."""
+    from mlflow.entities import Param
+
+    from mixscribe.config import flatten
+
+    flat = flatten(config, prefix)
+    params = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in sorted(flat.items())]
+    for chunk in _chunks(params, 100):
+        mlf.log_batch(run_id, params=chunk)
+
+
+def log_metrics(mlf, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Many metrics in one call: over HTTP each single log_metric costs ~60 ms."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    entries = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for chunk in _chunks(entries, 1000):
+        mlf.log_batch(run_id, metrics=chunk)
+
+
+def find_run(mlf, exp_id: str, tags: dict[str, str]):
+    """The newest run carrying all these tags, or None."""
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = mlf.search_runs([exp_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def start_or_resume(mlf, exp_id: str, name: str, tags: dict[str, str], parent_id: str | None = None):
+    """Reuse the run with these tags if one exists (marking it running again), else create it.
+    Returns (run, existed)."""
+    from mlflow.entities import RunStatus
+
+    query_tags = dict(tags)
+    if parent_id:
+        query_tags["mlflow.parentRunId"] = parent_id
+    run = find_run(mlf, exp_id, query_tags)
+    if run is not None:
+        if run.info.status != "FINISHED":
+            mlf.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return run, True
+    all_tags = {**tags, **environment_tags()}
+    if parent_id:
+        all_tags["mlflow.parentRunId"] = parent_id
+    return mlf.create_run(exp_id, tags=all_tags, run_name=name), False
+
+
+def finish(mlf, run_id: str, ok: bool = True) -> None:
+    mlf.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
+def log_shards_input(run_id: str, uri: str, shards: str, context: str, manifest: dict[str, Any]) -> None:
+    """Dataset lineage: the shard set as an MLflow dataset whose digest is the manifest's content hash,
+    so two runs trained on the same shards show the same dataset."""
+    import hashlib
+    import json
+
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from mixscribe.fsio import resolve
+
+    fs, root = resolve(shards)
+    location = root if "://" in shards else os.path.abspath(root)
+    with _quiet_source_warning():
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+        source = resolve_dataset_source(location if "://" in location else Path(location).as_uri())
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    dataset = MetaDataset(source=source, name=Path(root).name, digest=digest)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(dataset, context=context)
+
+
+class _quiet_source_warning:
+    """MLflow warns that a file:// URI 'can be interpreted in multiple ways' (two identical classes)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.filterwarnings("ignore", message="The specified dataset source")
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
