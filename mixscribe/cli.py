@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -157,6 +158,58 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from mixscribe.pipeline import run_pipeline
+
+    run_pipeline(args.config, workdir=args.workdir, name=args.name, workers=args.workers, num_clips=args.clips)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from mixscribe.config import from_dict, load_preset
+    from mixscribe.evaluate.runner import EvalConfig, evaluate_checkpoint, write_report
+
+    cfg = from_dict(EvalConfig, dict(load_preset(args.config).get("evaluate") or {}), prefix="evaluate.")
+    overrides = {"sets": tuple(args.sets) if args.sets else None, "k_mode": args.k,
+                 "max_clips_per_set": args.max_clips}  # fmt: skip
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    result = evaluate_checkpoint(args.checkpoint, args.data, cfg)
+    paths = write_report(result, args.out)
+    if not args.no_mlflow:
+        _log_evaluation(args, result, paths)
+    print(result.markdown(), end="")
+    print(f"report: {os.path.dirname(paths[0])}")
+    return 0
+
+
+def _log_evaluation(args: argparse.Namespace, result, paths: list[str]) -> None:
+    """A standalone evaluation is its own MLflow run in the chosen experiment."""
+    import mlflow
+
+    from mixscribe import tracking
+    from mixscribe.config import to_dict
+    from mixscribe.synth.pipeline import read_manifest
+
+    uri = tracking.tracking_uri(args.workdir)
+    mlf = tracking.client(uri)
+    exp = tracking.experiment_id(mlf, args.experiment, args.workdir)
+    run = mlf.create_run(exp, tags={**tracking.environment_tags(), "mixscribe.stage": "evaluate",
+                                    "mixscribe.checkpoint": os.path.abspath(args.checkpoint)},
+                         run_name=f"evaluate/{os.path.basename(args.checkpoint)}")  # fmt: skip
+    rid = run.info.run_id
+    tracking.log_params(mlf, rid, to_dict(result.config), prefix="evaluate.")
+    tracking.log_metrics(mlf, rid, result.summary())
+    tracking.log_shards_input(rid, uri, args.data, "evaluation", read_manifest(args.data)[2])
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=rid):
+        for p in paths:
+            mlflow.log_artifact(p, artifact_path="report")
+    tracking.finish(mlf, rid)
+    print(f"MLflow run {rid} ({uri})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscribe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +236,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="mixscribe", help="run name: the same name and storage resume")
     p.add_argument("--storage", default="runs", help="where runs and checkpoints live")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("pipeline", help="the main job: synth -> train -> evaluate as one MLflow run (re-run to resume)")
+    p.add_argument("--config", default="demo", help="preset name or YAML file (default: demo)")
+    p.add_argument("--workdir", default="out", help="outputs under WORKDIR/NAME; MLflow in WORKDIR/mlflow.db "
+                   "unless MLFLOW_TRACKING_URI is set (default: out)")  # fmt: skip
+    p.add_argument("--name", default=None, help="pipeline name (default: the preset's); the same name resumes")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the config's)")
+    p.add_argument("--clips", type=int, default=None, help="clips to synthesise (default: the config's)")
+    p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on held-out sets of a shard set; log to MLflow")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="shard set whose splits are the evaluation sets")
+    p.add_argument("--sets", nargs="+", default=None, help="split names (default: the config's)")
+    p.add_argument("--k", choices=["given", "auto"], default=None, help="K given (true) or estimated")
+    p.add_argument("--config", default="demo", help="preset or YAML with an evaluate: section")
+    p.add_argument("--max-clips", type=int, default=None, help="at most this many clips per set")
+    p.add_argument("--out", default="report", help="report folder (default: ./report)")
+    p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
+    p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the report only")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("transcribe", help="audio files -> one MIDI file each, one track per timbre")
     p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate; mono or stereo)")

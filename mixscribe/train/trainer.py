@@ -137,6 +137,7 @@ def _restore(model, optimizer, scheduler) -> int:
 
 
 def _loop(config: dict) -> None:
+    import logging
     import time
 
     import ray.train
@@ -148,6 +149,7 @@ def _loop(config: dict) -> None:
     from mixscribe.train.steps import collate, losses, set_stage, train_step
 
     cfg = from_dict(TrainConfig, config["train"])
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report and checkpoint
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.manual_seed(cfg.seed + rank)
@@ -220,6 +222,7 @@ def build_train_dataset(data: str, cfg: TrainConfig):
     from mixscribe.train.data import RemixConfig, remix_batch, verify_shards
 
     fs, paths, _ = verify_shards(data, "train")
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per worker floods the log
     remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment)
     return (
         ray.data.read_parquet(paths, filesystem=fs)

@@ -1,0 +1,268 @@
+"""The main job: synth -> train (AMT branch, then the timbre encoder) -> evaluate, as one MLflow parent
+run with a nested run per stage.
+
+Re-running the same pipeline (same name, same working folder) skips the stages whose runs finished and
+resumes the others: synth re-renders (byte-identical), training continues from Ray Train's latest
+checkpoint, nothing finished is logged twice. Each stage's outputs live under WORKDIR/NAME/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mixscribe.config import _check, flatten, from_dict, load_preset, to_dict
+from mixscribe.errors import MixscribeError
+
+STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
+OUTPUT_TAG = "mixscribe.output"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    experiment: str = "mixscribe"
+    num_clips: int = 48
+    train_stages: tuple[str, ...] = ("amt", "encoder")
+
+    def validate(self) -> None:
+        from mixscribe.train.steps import STAGES
+
+        _check(self.num_clips >= 4, "pipeline.num_clips", "must be >= 4")
+        _check(bool(self.train_stages) and all(s in STAGES for s in self.train_stages), "pipeline.train_stages",
+               f"each must be one of {list(STAGES)}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every config of one pipeline, resolved and validated before anything runs."""
+
+    pipeline: PipelineConfig
+    synth: object
+    train: object
+    evaluate: object
+
+    def as_dict(self) -> dict:
+        return {"pipeline": to_dict(self.pipeline), "synth": to_dict(self.synth), "train": to_dict(self.train),
+                "evaluate": to_dict(self.evaluate)}  # fmt: skip
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_plan(spec: str, workers: int | None = None, num_clips: int | None = None) -> Plan:
+    from mixscribe.config import load_synth_config
+    from mixscribe.evaluate.runner import EvalConfig
+    from mixscribe.train.trainer import load_train_config
+
+    data = load_preset(spec)
+    pipe = dict(data.get("pipeline") or {})
+    if num_clips is not None:
+        pipe["num_clips"] = num_clips
+    pipeline = from_dict(PipelineConfig, pipe, prefix="pipeline.")
+    pipeline.validate()
+    evaluate = from_dict(EvalConfig, dict(data.get("evaluate") or {}), prefix="evaluate.")
+    evaluate.validate()
+    return Plan(pipeline, load_synth_config(spec), load_train_config(spec, workers=workers), evaluate)
+
+
+class _Stages:
+    """Bookkeeping of one pipeline's MLflow runs."""
+
+    def __init__(self, plan: Plan, name: str, workdir: Path):
+        from mixscribe import tracking
+
+        self.plan, self.name, self.workdir = plan, name, workdir
+        self.uri = tracking.tracking_uri(workdir)
+        self.mlf = tracking.client(self.uri)
+        self.exp = tracking.experiment_id(self.mlf, plan.pipeline.experiment, workdir)
+        self.parent = None
+
+    def open_parent(self):
+        from mixscribe import tracking
+
+        tags = {PIPELINE_TAG: self.name, STAGE_TAG: "pipeline"}
+        run, existed = tracking.start_or_resume(self.mlf, self.exp, self.name, {**tags})
+        if existed and run.data.tags.get(DIGEST_TAG) not in (None, self.plan.digest()):
+            raise MixscribeError(f"pipeline {self.name!r} was started with another config "
+                                 f"(digest {run.data.tags.get(DIGEST_TAG)}): use another --name")  # fmt: skip
+        if not existed:
+            self.mlf.set_tag(run.info.run_id, DIGEST_TAG, self.plan.digest())
+            tracking.log_params(self.mlf, run.info.run_id, self.plan.as_dict())
+        self.parent = run
+        return run, existed
+
+    def child(self, stage: str):
+        from mixscribe import tracking
+
+        tags = {PIPELINE_TAG: self.name, STAGE_TAG: stage}
+        return tracking.start_or_resume(self.mlf, self.exp, f"{self.name}/{stage}", tags, self.parent.info.run_id)
+
+
+def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, workers: int | None = None,
+                 num_clips: int | None = None, log=print) -> dict:  # fmt: skip
+    """Run (or resume) the pipeline; returns {'run_id', 'checkpoint', 'metrics'}."""
+    from mixscribe import tracking
+    from mixscribe.raycluster import init_ray
+
+    plan = load_plan(spec, workers, num_clips)
+    name = name or Path(spec).stem
+    root = Path(workdir).resolve() / name
+    root.mkdir(parents=True, exist_ok=True)
+    init_ray()
+    stages = _Stages(plan, name, Path(workdir).resolve())
+    parent, existed = stages.open_parent()
+    pid = parent.info.run_id
+    if existed and parent.info.status == "FINISHED":
+        log(f"pipeline {name}: already finished (MLflow run {pid}); use another --name to run it again")
+        return {"run_id": pid, "checkpoint": parent.data.tags.get(OUTPUT_TAG), "metrics": parent.data.metrics}
+    log(f"pipeline {name}: MLflow run {pid} in experiment {plan.pipeline.experiment!r} ({stages.uri})")
+    try:
+        shards = _synth_stage(stages, plan, root, log)
+        checkpoint = None
+        for stage in plan.pipeline.train_stages:
+            checkpoint = _train_stage(stages, plan, root, shards, stage, checkpoint, log)
+        metrics = _evaluate_stage(stages, plan, root, shards, checkpoint, log)
+    except BaseException:
+        tracking.finish(stages.mlf, pid, ok=False)
+        raise
+    stages.mlf.set_tag(pid, OUTPUT_TAG, checkpoint)
+    tracking.finish(stages.mlf, pid)
+    log(f"pipeline {name}: finished; model {checkpoint}")
+    return {"run_id": pid, "checkpoint": checkpoint, "metrics": metrics}
+
+
+def _run_stage(stages: _Stages, stage: str, log, body) -> str:
+    """Skip a finished stage (returning its recorded output), else run body(run_id) -> output in its run."""
+    from mixscribe import tracking
+
+    run, existed = stages.child(stage)
+    rid = run.info.run_id
+    if existed and run.info.status == "FINISHED":
+        output = run.data.tags.get(OUTPUT_TAG)
+        if output and os.path.exists(output):
+            log(f"  {stage}: finished earlier (run {rid}), skipped")
+            return output
+    log(f"  {stage}: {'resuming' if existed else 'running'} (run {rid})")
+    try:
+        output = body(rid)
+    except BaseException:
+        tracking.finish(stages.mlf, rid, ok=False)
+        raise
+    stages.mlf.set_tag(rid, OUTPUT_TAG, output)
+    tracking.finish(stages.mlf, rid)
+    return output
+
+
+def _synth_stage(stages: _Stages, plan: Plan, root: Path, log) -> str:
+    from mixscribe import tracking
+    from mixscribe.synth.pipeline import run_synth
+
+    def body(rid: str) -> str:
+        out = str(root / "shards")
+        tracking.log_params(stages.mlf, rid, to_dict(plan.synth), prefix="synth.")
+        result = run_synth(plan.synth, out, plan.pipeline.num_clips, overwrite=True)
+        m = result.manifest
+        tracking.log_metrics(stages.mlf, rid, {
+            "synth/clips": m.get("num_clips", 0), "synth/audio_seconds": m.get("seconds", 0.0),
+            "synth/render_seconds": m.get("render_seconds", 0.0), "synth/dropped_stems": len(m.get("dropped", [])),
+            **{f"synth/split/{k}": v for k, v in m.get("rows_per_split", {}).items()}})  # fmt: skip
+        tracking.log_shards_input(rid, stages.uri, out, "synth-output", m)
+        log(f"    {m.get('num_clips')} clips -> {out}")
+        return out
+
+    return _run_stage(stages, "synth", log, body)
+
+
+def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: str, init: str | None, log) -> str:
+    from mixscribe import tracking
+    from mixscribe.synth.pipeline import read_manifest
+    from mixscribe.train.trainer import CHECKPOINT_FILE, run_training
+
+    cfg = dataclasses.replace(plan.train, stage=stage, init_checkpoint=init or "")
+
+    def body(rid: str) -> str:
+        tracking.log_params(stages.mlf, rid, to_dict(cfg), prefix="train.")
+        tracking.log_shards_input(rid, stages.uri, shards, "training", read_manifest(shards)[2])
+        result = run_training(cfg, shards, f"{stages.name}-{stage}", str(root / "ray"),
+                              mlflow={"tracking_uri": stages.uri, "run_id": rid})  # fmt: skip
+        if result.error:
+            raise result.error
+        best = result.get_best_checkpoint("val/loss", "min") or result.checkpoint
+        models = root / "models"
+        models.mkdir(exist_ok=True)
+        target = models / f"{stage}.pt"
+        with best.as_directory() as d:
+            tmp = target.with_name(f".tmp-{target.name}")
+            shutil.copyfile(Path(d) / CHECKPOINT_FILE, tmp)
+            os.replace(tmp, target)
+        _log_model(stages, rid, target, cfg)
+        log(f"    {stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/")))
+        return str(target)
+
+    return _run_stage(stages, f"train-{stage}", log, body)
+
+
+def _log_model(stages: _Stages, rid: str, checkpoint: Path, cfg) -> None:
+    """The model three ways: mlflow.pytorch (loadable with mlflow.pytorch.load_model), the mixscribe
+    checkpoint, its ONNX graph; plus the resolved config."""
+    import logging
+    import tempfile
+
+    import mlflow
+    import torch
+    import yaml
+
+    import mixscribe
+    from mixscribe.model import load_model
+    from mixscribe.model.export import export_onnx
+
+    model = load_model(checkpoint)
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle notice, on every run
+    mlflow.set_tracking_uri(stages.uri)
+    with tempfile.TemporaryDirectory() as d, mlflow.start_run(run_id=rid):
+        # "pickle": MLflow's traced "pt2" default needs torch.export, which the CQT front end does not pass
+        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                 pip_requirements=[f"torch=={torch.__version__}", f"mixscribe=={mixscribe.__version__}"])  # fmt: skip
+        onnx_path = export_onnx(model, Path(d) / "mixscribe.onnx")
+        config_path = Path(d) / "config.yaml"
+        config_path.write_text(yaml.safe_dump({"train": to_dict(cfg)}, sort_keys=False))
+        for path in (checkpoint, onnx_path, config_path):
+            mlflow.log_artifact(str(path), artifact_path="mixscribe")
+
+
+def _evaluate_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkpoint: str, log) -> dict:
+    from mixscribe import tracking
+    from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
+    from mixscribe.synth.pipeline import read_manifest
+
+    summary: dict = {}
+
+    def body(rid: str) -> str:
+        import mlflow
+
+        tracking.log_params(stages.mlf, rid, to_dict(plan.evaluate), prefix="evaluate.")
+        tracking.log_shards_input(rid, stages.uri, shards, "evaluation", read_manifest(shards)[2])
+        result = evaluate_checkpoint(checkpoint, shards, plan.evaluate)
+        summary.update(result.summary())
+        tracking.log_metrics(stages.mlf, rid, summary)
+        tracking.log_metrics(stages.mlf, stages.parent.info.run_id, summary)
+        report = root / "report"
+        paths = write_report(result, str(report))
+        mlflow.set_tracking_uri(stages.uri)
+        with mlflow.start_run(run_id=rid):
+            for p in paths:
+                mlflow.log_artifact(p, artifact_path="report")
+        log("    " + result.markdown().replace("\n", "\n    ").rstrip())
+        return str(report)
+
+    _run_stage(stages, "evaluate", log, body)
+    return summary
+
+
+def flat_config(plan: Plan) -> dict:
+    return flatten(plan.as_dict())
