@@ -1,0 +1,122 @@
+"""The main job through its real entry point (`mixscribe pipeline --config tiny`): a real local Ray, real
+FluidSynth, a real SQLite MLflow store. Checks what lands in MLflow, that a finished pipeline is not run
+twice, and that an interrupted one resumes without duplicating finished stages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+STAGES = {"synth", "train-amt", "train-encoder", "evaluate"}
+
+
+def mlflow_client(workdir: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def runs_of(client, name: str) -> list:
+    exp = client.get_experiment_by_name("mixscribe-tiny")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`mixscribe.pipeline` = '{name}'")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pipeline")
+    env = {"MLFLOW_TRACKING_URI": ""}
+    r = run_cli("pipeline", "--config", "tiny", "--workdir", str(workdir), "--name", "t1", env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return workdir, r
+
+
+def test_pipeline_logs_nested_runs_params_metrics_lineage_and_models(finished):
+    import mlflow
+    import onnxruntime
+
+    workdir, r = finished
+    client = mlflow_client(workdir)
+    runs = runs_of(client, "t1")
+    parent = [x for x in runs if x.data.tags["mixscribe.stage"] == "pipeline"]
+    children = {x.data.tags["mixscribe.stage"]: x for x in runs if x.data.tags["mixscribe.stage"] != "pipeline"}
+    assert len(parent) == 1 and set(children) == STAGES and len(runs) == 5
+    pid = parent[0].info.run_id
+    assert all(x.info.status == "FINISHED" for x in runs)
+    assert all(x.data.tags["mlflow.parentRunId"] == pid for x in children.values())
+    # params: the flattened config; tags: where the run came from
+    assert parent[0].data.params["synth.generator.clip_frames"] == "256"
+    assert parent[0].data.params["train.lr"] == "0.003" and parent[0].data.params["pipeline.num_clips"] == "16"
+    tags = children["train-amt"].data.tags
+    assert len(tags["mixscribe.git_commit"]) == 40 and tags["mixscribe.fluidsynth_version"].startswith("2.")
+    assert tags["mixscribe.ray_version"] == "2.60.0" and tags["mixscribe.ray_job_id"]
+    # metrics: per epoch, stable namespace, rank 0 only (one value per epoch)
+    history = client.get_metric_history(children["train-amt"].info.run_id, "val/loss")
+    assert [m.step for m in history] == [0, 1]
+    assert {"train/loss", "train/data_wait_frac", "train/lr"} <= set(children["train-amt"].data.metrics)
+    assert "val/timbre" in children["train-encoder"].data.metrics
+    eval_metrics = children["evaluate"].data.metrics
+    assert "eval/valid/all/note_f1" in eval_metrics and "eval/unseen-soundfont/all/sep_note_f1" in eval_metrics
+    assert parent[0].data.metrics["eval/valid/all/note_f1"] == eval_metrics["eval/valid/all/note_f1"]
+    # lineage: every stage saw the same shard set (same digest)
+    digests = {i.dataset.digest for x in children.values() for i in x.inputs.dataset_inputs}
+    contexts = {t.value for x in children.values() for i in x.inputs.dataset_inputs for t in i.tags}
+    assert len(digests) == 1 and {"synth-output", "training", "evaluation"} <= contexts
+    # the model: loadable through MLflow, as ONNX, and as a mixscribe checkpoint
+    rid = children["train-encoder"].info.run_id
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model(f"runs:/{rid}/model")
+    assert type(model).__name__ == "TwoBranchModel"
+    local = Path(client.download_artifacts(rid, "mixscribe", str(workdir / "dl")))
+    assert {"encoder.pt", "mixscribe.onnx", "config.yaml"} <= {p.name for p in local.iterdir()}
+    sess = onnxruntime.InferenceSession(str(local / "mixscribe.onnx"))
+    assert [o.name for o in sess.get_outputs()] == ["frame", "onset", "embedding"]
+    report = Path(client.download_artifacts(children["evaluate"].info.run_id, "report", str(workdir / "rep")))
+    assert "| valid | all |" in (report / "summary.md").read_text()
+    assert (workdir / "t1" / "models" / "encoder.pt").is_file()
+
+
+def test_rerunning_a_finished_pipeline_does_nothing(finished):
+    workdir, _ = finished
+    r = run_cli("pipeline", "--config", "tiny", "--workdir", str(workdir), "--name", "t1", env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0 and "already finished" in r.stdout
+    assert len(runs_of(mlflow_client(workdir), "t1")) == 5
+
+
+def test_interrupted_pipeline_resumes_without_duplicate_runs(tmp_path):
+    """Ctrl-C during training, then the same command again: synth is skipped, training resumes."""
+    exe = Path(sys.executable).parent / "mixscribe"
+    args = [str(exe), "pipeline", "--config", "tiny", "--workdir", str(tmp_path), "--name", "t2"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    ray_dir = tmp_path / "t2" / "ray" / "t2-amt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(ray_dir.glob("checkpoint_*")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    assert any(ray_dir.glob("checkpoint_*")), "training never wrote a checkpoint"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0, out[-2000:]
+    client = mlflow_client(tmp_path)
+    states = {x.data.tags["mixscribe.stage"]: x.info.status for x in runs_of(client, "t2")}
+    assert states["synth"] == "FINISHED" and states["pipeline"] != "FINISHED"
+
+    r = run_cli("pipeline", "--config", "tiny", "--workdir", str(tmp_path), "--name", "t2", env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "synth: finished earlier" in r.stdout and "train-amt: resuming" in r.stdout
+    runs = runs_of(client, "t2")
+    stages = sorted(x.data.tags["mixscribe.stage"] for x in runs)
+    assert stages == sorted(STAGES | {"pipeline"})  # one run each: nothing duplicated
+    assert all(x.info.status == "FINISHED" for x in runs)
+    from mixscribe.model import load_model
+
+    load_model(tmp_path / "t2" / "models" / "encoder.pt")  # the resumed model is whole
