@@ -1,0 +1,123 @@
+"""`mixscribe evaluate` end to end on tiny sets: logged over HTTP to a real `mlflow server` on 127.0.0.1,
+and its bad-input errors (before any work starts)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+GOLDEN = Path(__file__).parent / "data" / "golden.pt"
+
+
+@pytest.fixture(scope="module")
+def shards(ray_local, tmp_path_factory):
+    from mixscribe.config import load_synth_config
+    from mixscribe.synth.pipeline import run_synth
+
+    cfg = load_synth_config("tiny")
+    cfg = dataclasses.replace(cfg, splits=dataclasses.replace(cfg.splits, fractions={"valid": 0.5, "unseen-soundfont": 0.5}))
+    out = tmp_path_factory.mktemp("eval-shards")
+    run_synth(cfg, str(out), 8)
+    return str(out)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    exe = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen([str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+                             "--artifacts-destination", str(root / "artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start")
+    yield url, root
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def test_evaluate_cli_logs_to_a_real_mlflow_server(shards, mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    url, root = mlflow_server
+    out = tmp_path / "report"
+    r = run_cli("evaluate", "--checkpoint", str(GOLDEN), "--data", shards, "--config", "tiny", "--out", str(out),
+                "--experiment", "eval-http", "--k", "auto", env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| valid | all |" in r.stdout and "K auto" in r.stdout
+    assert {p.name for p in out.iterdir()} == {"summary.md", "clips.csv", "metrics.json"}
+    client = MlflowClient(url)
+    exp = client.get_experiment_by_name("eval-http")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["evaluate.k_mode"] == "auto"
+    metrics = run.data.metrics
+    assert 0 <= metrics["eval/valid/all/note_f1"] <= 1 and "eval/unseen-soundfont/all/k_est" in metrics
+    assert [i.dataset.digest for i in run.inputs.dataset_inputs]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "report")} == {
+        "report/summary.md", "report/clips.csv", "report/metrics.json"}  # fmt: skip
+    assert list((root / "artifacts").rglob("summary.md"))  # uploaded through the server, not written locally
+
+
+def test_evaluate_bad_input_fails_before_work(shards, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    cases = [
+        (["--checkpoint", str(bad), "--data", shards], "bad.pt"),
+        (["--checkpoint", str(GOLDEN), "--data", shards, "--sets", "nope"], "no set 'nope'"),
+        (["--checkpoint", str(GOLDEN), "--data", str(tmp_path)], "no manifest"),
+    ]
+    for args, expected in cases:
+        r = run_cli("evaluate", *args, "--no-mlflow", "--out", str(tmp_path / "r"))
+        last = r.stderr.strip().splitlines()[-1]
+        assert r.returncode == 2 and expected in last and last.startswith("mixscribe: error:"), r.stderr[-2000:]
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_set_without_ground_truth_is_refused(shards, tmp_path):
+    import pyarrow.parquet as pq
+
+    from mixscribe.errors import MixscribeError
+    from mixscribe.evaluate.runner import EvalConfig, _set_tables
+
+    with pytest.raises(MixscribeError, match="no set 'train'"):
+        _set_tables(shards, EvalConfig(sets=("train",)))
+    tables = _set_tables(shards, EvalConfig(sets=("valid",)))
+    assert tables["valid"].num_rows >= 1
+    # strip the notes of every clip: the set has nothing to score against
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    for f in (copy / "clips").glob("*.parquet"):
+        t = pq.read_table(f)
+        empty = t.set_column(t.schema.get_field_index("notes"), "notes", [[[] for _ in range(t.num_rows)]])
+        pq.write_table(empty.replace_schema_metadata(t.schema.metadata), f)
+    with pytest.raises(MixscribeError, match="no clip with ground-truth notes"):
+        _set_tables(str(copy), EvalConfig(sets=("valid",)))
