@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := fluidsynth libfluidsynth3 fluid-soundfont-gm fluidr3mono-gm-soundfont \
 	musescore-general-soundfont timgm6mb-soundfont csound-soundfont opl3-soundfont
 OUT ?= out
-DEMO_CLIPS ?= 48
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 
@@ -34,12 +33,14 @@ setup: system $(STAMP)
 
 run: setup
 	$(BIN)/mixscribe soundfonts verify
-	$(BIN)/mixscribe synth --config demo --out $(OUT)/demo-shards --clips $(DEMO_CLIPS)
-	$(BIN)/mixscribe inspect $(OUT)/demo-shards --clip first --out $(OUT)/demo-inspect
+	$(BIN)/mixscribe pipeline --config demo --workdir $(OUT)
+	$(BIN)/mixscribe inspect $(OUT)/demo/shards --clip first --out $(OUT)/demo/inspect
+	$(BIN)/mixscribe transcribe $(OUT)/demo/inspect/*/mix.wav --checkpoint $(OUT)/demo/models/encoder.pt \
+		-o $(OUT)/demo/transcribed --format mid,csv,png
 	@echo
-	@echo "Shards: $(OUT)/demo-shards (manifest.json + clips/*.parquet)."
-	@echo "One clip as WAV/MIDI/PNG: $(OUT)/demo-inspect/. Inspect others with:"
-	@echo "  $(BIN)/mixscribe inspect $(OUT)/demo-shards --clip clip-00000003 --out $(OUT)/demo-inspect"
+	@echo "Done. Shards: $(OUT)/demo/shards; model: $(OUT)/demo/models/encoder.pt; report: $(OUT)/demo/report/summary.md;"
+	@echo "one clip as WAV/MIDI/PNG: $(OUT)/demo/inspect/; its transcription: $(OUT)/demo/transcribed/."
+	@echo "Open the runs in MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(OUT)/mlflow.db --port 5000"
 
 test: setup
 	$(BIN)/ruff check --select F,E9 --quiet mixscribe tests benchmarks
@@ -51,6 +52,8 @@ test-all: setup
 bench: setup
 	$(BIN)/python benchmarks/synth_throughput.py
 	$(BIN)/python benchmarks/transcribe_speed.py
+	$(BIN)/python benchmarks/frontend_speed.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

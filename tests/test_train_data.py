@@ -94,3 +94,32 @@ def test_remix_batch_keeps_its_split_pads_to_fixed_shapes_and_is_seeded():
     np.testing.assert_array_equal(cols["audio"], remix_batch(table, "train", cfg, 3, seed=1)["audio"])
     assert not np.array_equal(cols["audio"], remix_batch(table, "train", cfg, 3)["audio"])  # fresh entropy
     assert remix_batch(table, "unseen-family", cfg, 3)["audio"].shape == (0, 80 * HOP)
+
+
+def test_remix_tasks_cover_every_file_once_per_copy_in_new_groups_deterministically():
+    from mixscribe.train.data import remix_tasks
+
+    paths = [f"/s/part-{i}.parquet" for i in range(10)]
+    items = remix_tasks(paths, train_clips=40, pool_clips=8, copies=3, seed=5)  # 4 clips per file: pairs
+    assert items == remix_tasks(paths, 40, 8, 3, seed=5) and items != remix_tasks(paths, 40, 8, 3, seed=6)
+    assert len(items) == 15 and all(len(it["paths"].split("\n")) == 2 for it in items)
+    groups = [frozenset(it["paths"].split("\n")) for it in items]
+    for c in range(3):
+        assert sorted(p for g in groups[5 * c : 5 * c + 5] for p in g) == sorted(paths)
+    assert set(groups[:5]) != set(groups[5:10])  # regrouped: stems meet new partners
+    assert len({it["seed"] for it in items}) == 15
+
+
+def test_remix_files_reads_shards_and_remixes_with_the_item_seed(tmp_path):
+    import pyarrow.parquet as pq
+
+    from mixscribe.schema import clips_to_table
+    from mixscribe.train.data import remix_files
+
+    clips = fake_clips(6)
+    for i in range(2):
+        pq.write_table(clips_to_table(clips[3 * i : 3 * i + 3]), tmp_path / f"p{i}.parquet")
+    batch = {"paths": np.array([f"{tmp_path}/p0.parquet\n{tmp_path}/p1.parquet"]), "seed": np.array([11])}
+    cols = remix_files(batch, "train", RemixConfig(crop_frames=32), mixes_per_clip=2)
+    assert cols["audio"].shape == (12, 32 * HOP) and cols["aug"].shape == (12, 4)
+    np.testing.assert_array_equal(cols["audio"], remix_files(batch, "train", RemixConfig(crop_frames=32), 2)["audio"])

@@ -7,7 +7,7 @@ import pytest
 
 from mixscribe.config import load_synth_config
 from mixscribe.synth.pipeline import run_synth
-from mixscribe.train.trainer import CHECKPOINT_FILE, TrainConfig, run_training
+from mixscribe.train.trainer import CHECKPOINT_FILE, TrainConfig, read_history, run_training
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,11 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert history["val/loss"].iloc[1] < history["val/loss"].iloc[0]
     assert ((0 <= history["train/data_wait_frac"]) & (history["train/data_wait_frac"] < 1)).all()
     assert (history["train/examples_per_s"] > 0).all()
+    aug = history[[f"train/aug/{t}_frac" for t in ("reverb", "eq_tilt", "gain", "compressor")]]
+    assert ((aug >= 0) & (aug <= 1)).all().all() and aug.to_numpy().mean() > 0  # augmentation on by default
     resumed = run_training(dataclasses.replace(cfg, epochs=3), data, "run", str(tmp_path))
     assert resumed.metrics["epoch"] == 2  # only the missing epoch ran
+    assert [(h["epoch"], h["start_epoch"]) for h in read_history(resumed)] == [(0, 0), (1, 0), (2, 2)]
     with resumed.checkpoint.as_directory() as d:
         model = load_model(Path(d) / CHECKPOINT_FILE)
     assert 0.005 <= model.amt.affine.k.item() <= 3.0
@@ -67,7 +70,7 @@ def test_train_cli_and_config_errors(data, tmp_path):
     from mixscribe.train.trainer import load_train_config
     from tests.conftest import run_cli
 
-    assert load_train_config("tiny").crop_frames == 96 and load_train_config("demo").epochs == 4
+    assert load_train_config("tiny").crop_frames == 96 and load_train_config("demo").workers == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  stage: everything\n")
     with pytest.raises(ConfigError, match="train.stage"):
@@ -89,15 +92,15 @@ def test_a_killed_worker_recovers_from_the_last_checkpoint(data, tmp_path):
 
     import psutil
 
-    cfg = TrainConfig(epochs=4, steps_per_epoch=4, batch_size=4, valid_examples=4, crop_frames=96, workers=2,
-                      lr=3e-3, max_failures=2)  # fmt: skip
+    cfg = TrainConfig(epochs=6, steps_per_epoch=6, batch_size=4, valid_examples=4, crop_frames=96, workers=2,
+                      lr=3e-3, max_failures=2, num_to_keep=10)  # fmt: skip
     box: dict = {}
     thread = threading.Thread(target=lambda: box.setdefault("result", run_training(cfg, data, "kill", str(tmp_path))))
     thread.start()
     deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "kill").glob("checkpoint_*")):
-        time.sleep(0.2)
-    time.sleep(1.0)  # let the controller register the checkpoint whose folder just appeared
+    # the second checkpoint's folder appearing means the controller has polled (registered) the first
+    while time.time() < deadline and len(list((tmp_path / "kill").glob("checkpoint_*"))) < 2:
+        time.sleep(0.1)
     workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
     assert len(workers) == 2, [p.info["cmdline"] for p in workers]
     victim = workers[-1]
@@ -106,7 +109,8 @@ def test_a_killed_worker_recovers_from_the_last_checkpoint(data, tmp_path):
     thread.join(timeout=600)
     result = box["result"]
     assert result.error is None
-    epochs = list(result.metrics_dataframe["epoch"])  # the reports of the attempt that finished
-    assert epochs[0] >= 1 and epochs == list(range(epochs[0], 4)), epochs  # resumed, not restarted at 0
+    history = read_history(result)
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3, 4, 5]  # each epoch once: none lost, none repeated
+    assert history[0]["start_epoch"] == 0 and history[-1]["start_epoch"] >= 1  # resumed, not restarted at 0
     survivors = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
     assert victim.pid not in {p.pid for p in survivors}

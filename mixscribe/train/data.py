@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mixscribe.train.augment import AugmentConfig, augment
+from mixscribe.train.augment import TRANSFORMS, AugmentConfig, augment
 
 from mixscribe.schema import HOP, MIDI_MAX, MIDI_MIN, SAMPLE_RATE, Note
 
@@ -179,6 +179,9 @@ def verify_shards(shards: str, split: str) -> tuple[object, list[str], dict]:
     return fs, paths, manifest
 
 
+AUG_KEYS = TRANSFORMS  # drawn keys start with the transform's name: reverb_..., eq_tilt_db, gain_db, compressor_...
+
+
 def examples_to_columns(examples: list[Example], crop_frames: int, max_k: int) -> dict[str, np.ndarray]:
     """Examples as fixed-shape columns (zero-padded to crop_frames and max_k sources) for Ray Data."""
     n = len(examples)
@@ -187,13 +190,15 @@ def examples_to_columns(examples: list[Example], crop_frames: int, max_k: int) -
     onset = np.zeros_like(frame)
     member = np.zeros((n, max_k, N_PITCH, crop_frames), np.uint8)
     k = np.zeros(n, np.int8)
+    aug = np.zeros((n, len(AUG_KEYS)), np.uint8)  # which realism transforms each example got
     for i, e in enumerate(examples):
+        aug[i] = [any(key.startswith(t) for key in e.augmentation) for t in AUG_KEYS]
         t, m = e.targets.frame.shape[1], e.targets.membership.shape[0]
         audio[i, : len(e.audio)] = e.audio
         frame[i, :, :t], onset[i, :, :t] = e.targets.frame, e.targets.onset
         member[i, :m, :, :t] = e.targets.membership
         k[i] = m
-    return {"audio": audio, "frame": frame, "onset": onset, "membership": member, "k": k}
+    return {"audio": audio, "frame": frame, "onset": onset, "membership": member, "k": k, "aug": aug}
 
 
 def remix_batch(table, split: str, remix: RemixConfig, mixes_per_clip: int, seed: int | None = None) -> dict[str, np.ndarray]:
@@ -212,3 +217,36 @@ def remix_batch(table, split: str, remix: RemixConfig, mixes_per_clip: int, seed
     remixer = Remixer(clips, remix, seed=seed)
     examples = [remixer.example(0, i) for i in range(len(clips) * mixes_per_clip)]
     return examples_to_columns(examples, remix.crop_frames, max_k)
+
+
+def remix_tasks(paths: list[str], train_clips: int, pool_clips: int, copies: int, seed: int) -> list[dict]:
+    """The work items of a training stream: each a group of shard files (about pool_clips training
+    clips, remixed together) and its seed. Every copy of the split regroups the files in a new order,
+    so stems meet new partners; the items, and so the mixtures, are deterministic in `seed`."""
+    per_file = max(1.0, train_clips / max(1, len(paths)))
+    group = max(1, int(round(pool_clips / per_file)))
+    items = []
+    for copy in range(copies):
+        order = np.random.default_rng([seed, copy]).permutation(len(paths))
+        for g in range(0, len(order), group):
+            items.append({"paths": "\n".join(paths[i] for i in order[g : g + group]),
+                          "seed": int(np.random.SeedSequence([seed, copy, g]).generate_state(1)[0])})  # fmt: skip
+    return items
+
+
+def remix_files(batch: dict, split: str, remix: RemixConfig, mixes_per_clip: int) -> dict[str, np.ndarray]:
+    """Ray Data map_batches function over remix_tasks items: read each item's shard files (local paths or
+    URIs) and remix their `split` clips with the item's seed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mixscribe.fsio import resolve
+
+    parts = []
+    for paths, seed in zip(batch["paths"], batch["seed"]):
+        tables = []
+        for uri in str(paths).split("\n"):
+            fs, path = resolve(uri)
+            tables.append(pq.read_table(path, filesystem=fs))
+        parts.append(remix_batch(pa.concat_tables(tables), split, remix, mixes_per_clip, seed=int(seed)))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

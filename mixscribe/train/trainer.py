@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+
+import pyarrow.fs as pafs
 from dataclasses import dataclass, field
 
 from mixscribe.config import ModelConfig, from_dict, to_dict
@@ -112,14 +114,15 @@ def _batches(shard, cfg: TrainConfig):
                                           prefetch_batches=cfg.prefetch_batches):  # fmt: skip
             got += 1
             yield Batch(audio=b["audio"], frame=b["frame"][:, None].float(), onset=b["onset"][:, None].float(),
-                        membership=b["membership"].to(torch.float32))  # fmt: skip
+                        membership=b["membership"].to(torch.float32)), b["aug"].sum(0)  # fmt: skip
         if not got:
             raise ShardError("a training worker received no full batch: too few training clips for "
                              f"batch_size {cfg.batch_size} x {cfg.workers} workers (raise mixes_per_clip)")  # fmt: skip
 
 
-def _restore(model, optimizer, scheduler) -> int:
-    """Load the latest checkpoint Ray Train hands this run (resume or restart); the next epoch to run."""
+def _restore(model, optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Load the latest checkpoint Ray Train hands this run (resume or restart): the next epoch to run
+    and the metrics of every epoch so far."""
     import ray.train
     import torch
 
@@ -127,13 +130,25 @@ def _restore(model, optimizer, scheduler) -> int:
 
     restored = ray.train.get_checkpoint()
     if not restored:
-        return 0
+        return 0, []
     with restored.as_directory() as d:
         model.load_state_dict(load_model(os.path.join(d, CHECKPOINT_FILE)).state_dict())
         state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        return int(state["epoch"]) + 1
+        return int(state["epoch"]) + 1, list(state.get("history", []))
+
+
+def read_history(result) -> list[dict]:
+    """Every epoch's metrics of a finished run, from its latest checkpoint (Ray's metrics_dataframe only
+    holds the kept checkpoints). Each entry's `start_epoch` says where its worker group started, so a
+    resumed run shows start_epoch > 0 after the resume."""
+    import torch
+
+    if not result.checkpoint:
+        return []
+    with result.checkpoint.as_directory() as d:
+        return list(torch.load(os.path.join(d, STATE_FILE), weights_only=True).get("history", []))
 
 
 def _loop(config: dict) -> None:
@@ -145,7 +160,7 @@ def _loop(config: dict) -> None:
     import torch
 
     from mixscribe.model import TwoBranchModel, load_model, save_checkpoint
-    from mixscribe.train.data import RemixConfig, Remixer, load_split
+    from mixscribe.train.data import AUG_KEYS, RemixConfig, Remixer, load_split
     from mixscribe.train.steps import collate, losses, set_stage, train_step
 
     cfg = from_dict(TrainConfig, config["train"])
@@ -157,7 +172,7 @@ def _loop(config: dict) -> None:
     params = set_stage(model, cfg.stage)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.stage)
-    start_epoch = _restore(model, optimizer, scheduler)
+    start_epoch, history = _restore(model, optimizer, scheduler)
     set_stage(model, cfg.stage)
     device = ray.train.torch.get_device()  # the worker's GPU when use_gpu, else CPU
     model.to(device)
@@ -171,10 +186,13 @@ def _loop(config: dict) -> None:
         set_stage(model, cfg.stage)
         totals: dict[str, float] = {}
         wait = 0.0
+        augmented = torch.zeros(len(AUG_KEYS))
         t_epoch = time.perf_counter()
         for _ in range(cfg.steps_per_epoch):
             t0 = time.perf_counter()
-            batch = next(batches).to(device)
+            batch, aug_counts = next(batches)
+            batch = batch.to(device)
+            augmented += aug_counts
             wait += time.perf_counter() - t0
             for k, v in train_step(model, batch, optimizer, cfg.stage, forward=ddp).items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.steps_per_epoch
@@ -185,14 +203,17 @@ def _loop(config: dict) -> None:
         step_scheduler(scheduler, val["val/loss"])
         metrics = {**{f"train/{k}": v for k, v in totals.items()}, **val, "epoch": epoch,
                    "train/lr": optimizer.param_groups[0]["lr"], "train/data_wait_frac": wait / elapsed,
-                   "train/examples_per_s": cfg.steps_per_epoch * cfg.batch_size / elapsed}  # fmt: skip
+                   "train/examples_per_s": cfg.steps_per_epoch * cfg.batch_size / elapsed,
+                   **{f"train/aug/{t}_frac": float(c) / (cfg.steps_per_epoch * cfg.batch_size)
+                      for t, c in zip(AUG_KEYS, augmented)}}  # fmt: skip
         tracker.log(metrics, epoch)
+        history.append({**metrics, "start_epoch": start_epoch})
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
                 save_checkpoint(model, os.path.join(d, CHECKPOINT_FILE), extra={"epoch": epoch, "stage": cfg.stage})
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch},
-                           os.path.join(d, STATE_FILE))  # fmt: skip
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                            "history": history}, os.path.join(d, STATE_FILE))  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -215,21 +236,32 @@ class _RankZeroTracker:
         log_metrics(self.client, self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
 
+def passes_needed(cfg: TrainConfig, train_clips: int) -> int:
+    """How many copies of the training split one streaming pass must hold to feed the whole run.
+    Restarting a pass costs seconds of idle workers (Ray Data starts its pipeline again), so the work
+    items repeat the split and one pass spans every epoch; each copy is regrouped and remixed anew."""
+    per_pass = max(1, train_clips * cfg.mixes_per_clip)
+    needed = cfg.epochs * cfg.steps_per_epoch * cfg.batch_size * cfg.workers
+    return -(-needed // per_pass) + 1  # +1: equal splits and drop_last trim a little from each pass
+
+
 def build_train_dataset(data: str, cfg: TrainConfig):
-    """The driver's Ray Data pipeline: the training split's shards (checked first) -> remixed examples."""
+    """The driver's Ray Data pipeline over the training split's shards (checked first): work items
+    (groups of shard files, each with a seed) -> remixed examples, in Ray Data tasks beside training.
+    One streaming pass holds enough copies of the split for the whole run (passes_needed)."""
     import ray.data
 
-    from mixscribe.train.data import RemixConfig, remix_batch, verify_shards
+    from mixscribe.train.data import RemixConfig, remix_files, remix_tasks, verify_shards
 
-    fs, paths, _ = verify_shards(data, "train")
+    fs, paths, manifest = verify_shards(data, "train")
+    uris = [p if isinstance(fs, pafs.LocalFileSystem) else f"{fs.type_name}://{p}" for p in paths]
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per worker floods the log
     remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment)
-    return (
-        ray.data.read_parquet(paths, filesystem=fs)
-        .randomize_block_order()
-        .map_batches(remix_batch, batch_format="pyarrow", batch_size=cfg.remix_pool_clips, num_cpus=cfg.data_cpus,
-                     fn_kwargs={"split": "train", "remix": remix, "mixes_per_clip": cfg.mixes_per_clip})  # fmt: skip
-    )
+    train_clips = int(manifest["rows_per_split"]["train"])
+    items = remix_tasks(uris, train_clips, cfg.remix_pool_clips, passes_needed(cfg, train_clips), cfg.seed)
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        remix_files, batch_size=1, num_cpus=cfg.data_cpus,
+        fn_kwargs={"split": "train", "remix": remix, "mixes_per_clip": cfg.mixes_per_clip})  # fmt: skip
 
 
 def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: dict | None = None):
