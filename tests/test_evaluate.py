@@ -71,7 +71,7 @@ def test_evaluate_cli_logs_to_a_real_mlflow_server(shards, mlflow_server, tmp_pa
     r = run_cli("evaluate", "--checkpoint", str(GOLDEN), "--data", shards, "--config", "tiny", "--out", str(out),
                 "--experiment", "eval-http", "--k", "auto", env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| valid | all |" in r.stdout and "K auto" in r.stdout
+    assert "| valid (tuning set) | all |" in r.stdout and "K auto" in r.stdout
     assert {p.name for p in out.iterdir()} == {"summary.md", "clips.csv", "metrics.json"}
     client = MlflowClient(url)
     exp = client.get_experiment_by_name("eval-http")
@@ -121,3 +121,19 @@ def test_a_set_without_ground_truth_is_refused(shards, tmp_path):
         pq.write_table(empty.replace_schema_metadata(t.schema.metadata), f)
     with pytest.raises(MixscribeError, match="no clip with ground-truth notes"):
         _set_tables(str(copy), EvalConfig(sets=("valid",)))
+
+
+def test_thresholds_are_tuned_on_the_validation_set_only(shards):
+    from mixscribe.evaluate.runner import EvalConfig, _set_tables, _tuning_clips, evaluate_checkpoint
+    from mixscribe.evaluate.thresholds import tune_thresholds
+
+    one = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=1))
+    two = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=2))
+    assert {r["set"] for r in one.rows} == {"unseen-soundfont"}  # the tuning set is not scored unless asked
+    assert (one.config.frame_threshold, one.config.onset_threshold) == (two.config.frame_threshold, two.config.onset_threshold)
+    valid = _set_tables(shards, EvalConfig(sets=("valid",), tune_on=""))["valid"]
+    expected = tune_thresholds(_tuning_clips(GOLDEN.read_bytes(), valid))
+    assert one.tuned == expected and one.config.frame_threshold == expected.frame_threshold
+    assert "tuned on `valid`" in one.markdown()
+    fixed = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("valid",), tune_on="", max_clips_per_set=1))
+    assert fixed.tuned is None and fixed.config.onset_threshold == 0.5 and "fixed (not tuned)" in fixed.markdown()

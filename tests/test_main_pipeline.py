@@ -79,7 +79,7 @@ def test_pipeline_logs_nested_runs_params_metrics_lineage_and_models(finished):
     sess = onnxruntime.InferenceSession(str(local / "mixscribe.onnx"))
     assert [o.name for o in sess.get_outputs()] == ["frame", "onset", "embedding"]
     report = Path(client.download_artifacts(children["evaluate"].info.run_id, "report", str(workdir / "rep")))
-    assert "| valid | all |" in (report / "summary.md").read_text()
+    assert "| valid (tuning set) | all |" in (report / "summary.md").read_text()
     assert (workdir / "t1" / "models" / "encoder.pt").is_file()
 
 

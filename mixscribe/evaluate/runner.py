@@ -9,6 +9,7 @@ them. The thresholds used are part of the result: every report states them.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ class EvalConfig:
     frame_threshold: float = 0.3
     clips_per_task: int = 4
     task_cpus: float = 0.5
+    tune_on: str = "valid"  # set whose clips tune the thresholds before any scoring; "" keeps them fixed
 
     def validate(self) -> None:
         from mixscribe.config import _check
@@ -42,8 +44,9 @@ class EvalConfig:
 
 @dataclass
 class EvalResult:
-    config: EvalConfig
+    config: EvalConfig  # with the thresholds actually used (tuned ones when tune_on is set)
     rows: list[dict] = field(default_factory=list)  # one per clip: set, clip, k, metrics
+    tuned: object = None  # thresholds.Tuned when tuned
 
     def summary(self) -> dict[str, float]:
         """Means per set and K, and per set over all K: {'eval/unseen-family/2mix/note_f1': ...}."""
@@ -60,7 +63,9 @@ class EvalResult:
 
     def markdown(self) -> str:
         s = self.summary()
-        lines = [f"Thresholds: onset {self.config.onset_threshold}, frame {self.config.frame_threshold}; "
+        how = (f"tuned on `{self.config.tune_on}` ({self.tuned.clips} clips) before any set was scored"
+               if self.tuned else "fixed (not tuned)")  # fmt: skip
+        lines = [f"Thresholds: onset {self.config.onset_threshold}, frame {self.config.frame_threshold}, {how}; "
                  f"K {self.config.k_mode}.", "",
                  "| set | mix | clips | " + " | ".join(TABLE_METRICS) + " |",
                  "|---|---|---|" + "---|" * len(TABLE_METRICS)]  # fmt: skip
@@ -68,7 +73,8 @@ class EvalResult:
         for key in keys:
             _, name, kmix = key.split("/")
             cells = " | ".join(f"{100 * s[f'{key}/{m}']:.1f}" for m in TABLE_METRICS)
-            lines.append(f"| {name} | {kmix} | {int(s[f'{key}/clips'])} | {cells} |")
+            label = f"{name} (tuning set)" if self.tuned and name == self.config.tune_on else name
+            lines.append(f"| {label} | {kmix} | {int(s[f'{key}/clips'])} | {cells} |")
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
@@ -88,23 +94,17 @@ TABLE_METRICS = ("frame_f1", "note_f1", "sep_note_f1", "cluster_purity", "k_corr
 
 def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[dict]:
     """Ray task: transcribe and score a few clips (one model load per task)."""
-    import tempfile
-
     import torch
 
     from mixscribe.config import from_dict
     from mixscribe.evaluate.decode import DecodeParams
     from mixscribe.evaluate.metrics import clip_scores
     from mixscribe.inference import decode, run_model
-    from mixscribe.model import load_model
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
     cfg = from_dict(EvalConfig, cfg_dict)
-    with tempfile.NamedTemporaryFile(suffix=".pt") as f:
-        f.write(checkpoint)
-        f.flush()
-        model = load_model(f.name)
+    model = _load_blob(checkpoint)
     params = DecodeParams(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold)
     rows = []
     for clip in table_to_clips(table):
@@ -116,6 +116,34 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[dict]:
     return rows
 
 
+def _tuning_clips(checkpoint: bytes, table) -> list:
+    """Ray task: posteriorgrams and true notes of validation clips, for threshold tuning."""
+    import torch
+
+    from mixscribe.evaluate.thresholds import TuningClip
+    from mixscribe.inference import run_model
+    from mixscribe.schema import table_to_clips
+
+    torch.set_num_threads(1)
+    model = _load_blob(checkpoint)
+    out = []
+    for clip in table_to_clips(table):
+        frame, onset, _ = run_model(model, clip.mix(), with_embedding=False)
+        out.append(TuningClip(frame, onset, clip.notes))
+    return out
+
+
+def _load_blob(checkpoint: bytes):
+    import tempfile
+
+    from mixscribe.model import load_model
+
+    with tempfile.NamedTemporaryFile(suffix=".pt") as f:
+        f.write(checkpoint)
+        f.flush()
+        return load_model(f.name)
+
+
 def _set_tables(shards: str, cfg: EvalConfig) -> dict:
     import pyarrow.compute as pc
 
@@ -123,16 +151,14 @@ def _set_tables(shards: str, cfg: EvalConfig) -> dict:
 
     _, root, manifest = read_manifest(shards)
     have = manifest.get("rows_per_split", {})
-    unknown = [s for s in cfg.sets if s not in have]
+    unknown = [s for s in (*cfg.sets, *([cfg.tune_on] if cfg.tune_on else [])) if s not in have]
     if unknown:
         raise MixscribeError(f"{root}: no set {unknown[0]!r} in this shard set (it has {sorted(have)})")
     table = read_clips_table(shards)
     out = {}
-    for name in cfg.sets:
+    for name in dict.fromkeys((*([cfg.tune_on] if cfg.tune_on else []), *cfg.sets)):
         part = table.filter(pc.equal(table["split"], name))
         part = part.filter(pc.greater(pc.list_value_length(part["notes"]), 0))  # a clip without notes scores nothing
-        if cfg.max_clips_per_set:
-            part = part.slice(0, cfg.max_clips_per_set)
         if part.num_rows == 0:
             raise MixscribeError(f"{root}: set {name!r} has no clip with ground-truth notes")
         out[name] = part
@@ -154,16 +180,31 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     tables = _set_tables(shards, cfg)
     init_ray()
     ref = ray.put(blob)
-    task = ray.remote(num_cpus=cfg.task_cpus)(_score_clips)
-    futures = []
-    for table in tables.values():
-        for start in range(0, table.num_rows, cfg.clips_per_task):
-            futures.append(task.remote(ref, table.slice(start, cfg.clips_per_task), to_dict(cfg)))
+    tuned = None
     try:
+        if cfg.tune_on:  # the whole tuning set; max_clips_per_set limits only what is scored
+            tuned = _tune(ref, tables.pop(cfg.tune_on) if cfg.tune_on not in cfg.sets else tables[cfg.tune_on], cfg)
+            cfg = dataclasses.replace(cfg, onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold)
+        if cfg.max_clips_per_set:
+            tables = {name: t.slice(0, cfg.max_clips_per_set) for name, t in tables.items()}
+        task = ray.remote(num_cpus=cfg.task_cpus)(_score_clips)
+        futures = [task.remote(ref, t.slice(i, cfg.clips_per_task), to_dict(cfg))
+                   for t in tables.values() for i in range(0, t.num_rows, cfg.clips_per_task)]  # fmt: skip
         rows = [r for chunk in ray.get(futures) for r in chunk]
     except Exception as exc:
         raise unwrap_ray_error(exc) from None
-    return EvalResult(cfg, rows)
+    return EvalResult(cfg, rows, tuned)
+
+
+def _tune(ref, table, cfg: EvalConfig):
+    """Thresholds from the tuning set only: its clips are the only ones whose outputs are computed here."""
+    import ray
+
+    from mixscribe.evaluate.thresholds import tune_thresholds
+
+    task = ray.remote(num_cpus=cfg.task_cpus)(_tuning_clips)
+    futures = [task.remote(ref, table.slice(i, cfg.clips_per_task)) for i in range(0, table.num_rows, cfg.clips_per_task)]
+    return tune_thresholds([c for chunk in ray.get(futures) for c in chunk])
 
 
 def write_report(result: EvalResult, out_dir: str) -> list[str]:
@@ -176,7 +217,8 @@ def write_report(result: EvalResult, out_dir: str) -> list[str]:
     files = {
         "summary.md": "# Evaluation\n\n" + result.markdown(),
         "clips.csv": result.csv(),
-        "metrics.json": json.dumps({"config": asdict(result.config), "summary": result.summary()}, indent=1),
+        "metrics.json": json.dumps({"config": asdict(result.config), "summary": result.summary(),
+                                    "tuned": asdict(result.tuned) if result.tuned else None}, indent=1),  # fmt: skip
     }
     paths = []
     for name, text in files.items():

@@ -1,0 +1,56 @@
+"""Threshold tuning: finds the thresholds that separate true from false activations, by the spec's search."""
+
+import numpy as np
+
+from mixscribe.evaluate.metrics import FRAME_S
+from mixscribe.evaluate.thresholds import TuningClip, _search, tune_thresholds
+from mixscribe.schema import Note
+
+
+def synthetic_clip(rng, false_level=0.35, distractor_onset=0.45, true_level=1.0, onset_level=0.8):
+    """Posteriorgrams where true notes sit at true_level, ghost notes (harmonics) at false_level, and a
+    spurious onset bump (distractor_onset) sits inside every true note. Decoding normalises Y_O by its
+    maximum, so the bump reads distractor_onset / onset_level: an onset threshold below that splits
+    every note in two (a false note), one above it keeps them whole (the melodia pass still finds any
+    note whose onset peak was missed)."""
+    frame = np.zeros((84, 400), np.float32)
+    onset = np.zeros_like(frame)
+    notes = []
+    for i in range(6):
+        p, a = int(rng.integers(10, 70)), 20 + 60 * i
+        frame[p, a : a + 30] = true_level
+        onset[p, a] = onset_level
+        onset[p, a + 15] = distractor_onset
+        notes.append(Note(a * FRAME_S, (a + 30) * FRAME_S, 24 + p, 90))
+        q = (p + 7) % 84
+        frame[q, a + 5 : a + 25] = false_level  # a ghost note (e.g. a harmonic)
+    return TuningClip(frame, onset, notes)
+
+
+def test_tuning_separates_true_from_ghost_notes():
+    rng = np.random.default_rng(0)
+    clips = [synthetic_clip(rng) for _ in range(3)]
+    tuned = tune_thresholds(clips)
+    assert 0.35 <= tuned.frame_threshold < 1.0
+    assert tuned.onset_threshold > 0.45 / 0.8
+    assert tuned.frame_f1 > 0.99 and tuned.note_f1 > 0.99 and tuned.clips == 3
+
+
+def test_tuning_follows_the_data_it_is_given_and_nothing_else():
+    rng = np.random.default_rng(1)
+    loud_ghosts = [synthetic_clip(rng, false_level=0.6, distractor_onset=0.7) for _ in range(2)]
+    tuned = tune_thresholds(loud_ghosts)
+    assert 0.6 <= tuned.frame_threshold < 1.0 and tuned.onset_threshold > 0.7 / 0.8
+    assert tuned.note_f1 > 0.99
+
+
+def test_coarse_to_fine_search_zooms_in():
+    calls = []
+
+    def score(t):
+        calls.append(t)
+        return -abs(t - 0.4321)
+
+    best, _ = _search(score)
+    assert abs(best - 0.4321) < 0.01
+    assert len(calls) > 10  # more than the coarse grid
