@@ -148,14 +148,58 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from mixscribe.train.trainer import CHECKPOINT_FILE, load_train_config, run_training
 
     cfg = load_train_config(args.config, workers=args.workers)
-    result = run_training(cfg, args.data, args.name, args.storage)
-    if result.error:
-        raise result.error
+    run = None if args.no_mlflow else _open_train_run(args, cfg)
+    mlflow_target = {"tracking_uri": run[0], "run_id": run[2]} if run else None
+    try:
+        result = run_training(cfg, args.data, args.name, args.storage, mlflow=mlflow_target)
+        if result.error:
+            raise result.error
+    except BaseException:
+        if run:
+            from mixscribe import tracking
+
+            tracking.finish(run[1], run[2], ok=False)
+        raise
     print(f"run {args.name}: epoch {result.metrics.get('epoch')}, "
           + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if "/" in k))  # fmt: skip
     if result.checkpoint:
         print(f"latest checkpoint: {result.checkpoint.path}/{CHECKPOINT_FILE}")
+    if run:
+        _close_train_run(run, result, cfg)
     return 0
+
+
+def _open_train_run(args: argparse.Namespace, cfg) -> tuple:
+    """The training's MLflow run, found again by (name, storage) so a resumed training logs into the run
+    it started rather than a new one."""
+    from mixscribe import tracking
+    from mixscribe.config import to_dict
+    from mixscribe.synth.pipeline import read_manifest
+
+    uri = tracking.tracking_uri(args.workdir)
+    mlf = tracking.client(uri)
+    exp = tracking.experiment_id(mlf, args.experiment, args.workdir)
+    tags = {"mixscribe.stage": "train", "mixscribe.train_run": f"{os.path.abspath(args.storage)}/{args.name}"}
+    run, existed = tracking.start_or_resume(mlf, exp, args.name, tags)
+    rid = run.info.run_id
+    if not existed:
+        tracking.log_params(mlf, rid, to_dict(cfg), prefix="train.")
+        tracking.log_shards_input(rid, uri, args.data, "training", read_manifest(args.data)[2])
+    print(f"MLflow run {rid} ({uri})")
+    return uri, mlf, rid
+
+
+def _close_train_run(run: tuple, result, cfg) -> None:
+    from mixscribe import tracking
+    from mixscribe.config import to_dict
+    from mixscribe.train.trainer import CHECKPOINT_FILE
+
+    uri, mlf, rid = run
+    best = result.get_best_checkpoint("val/loss", "min") or result.checkpoint
+    if best:
+        with best.as_directory() as d:
+            tracking.log_trained_model(uri, rid, os.path.join(d, CHECKPOINT_FILE), {"train": to_dict(cfg)})
+    tracking.finish(mlf, rid)
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
@@ -235,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the config's)")
     p.add_argument("--name", default="mixscribe", help="run name: the same name and storage resume")
     p.add_argument("--storage", default="runs", help="where runs and checkpoints live")
+    p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
+    p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("pipeline", help="the main job: synth -> train -> evaluate as one MLflow run (re-run to resume)")

@@ -200,39 +200,11 @@ def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: st
             tmp = target.with_name(f".tmp-{target.name}")
             shutil.copyfile(Path(d) / CHECKPOINT_FILE, tmp)
             os.replace(tmp, target)
-        _log_model(stages, rid, target, cfg)
+        tracking.log_trained_model(stages.uri, rid, target, {"train": to_dict(cfg)})
         log(f"    {stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/")))
         return str(target)
 
     return _run_stage(stages, f"train-{stage}", log, body)
-
-
-def _log_model(stages: _Stages, rid: str, checkpoint: Path, cfg) -> None:
-    """The model three ways: mlflow.pytorch (loadable with mlflow.pytorch.load_model), the mixscribe
-    checkpoint, its ONNX graph; plus the resolved config."""
-    import logging
-    import tempfile
-
-    import mlflow
-    import torch
-    import yaml
-
-    import mixscribe
-    from mixscribe.model import load_model
-    from mixscribe.model.export import export_onnx
-
-    model = load_model(checkpoint)
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle notice, on every run
-    mlflow.set_tracking_uri(stages.uri)
-    with tempfile.TemporaryDirectory() as d, mlflow.start_run(run_id=rid):
-        # "pickle": MLflow's traced "pt2" default needs torch.export, which the CQT front end does not pass
-        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                 pip_requirements=[f"torch=={torch.__version__}", f"mixscribe=={mixscribe.__version__}"])  # fmt: skip
-        onnx_path = export_onnx(model, Path(d) / "mixscribe.onnx")
-        config_path = Path(d) / "config.yaml"
-        config_path.write_text(yaml.safe_dump({"train": to_dict(cfg)}, sort_keys=False))
-        for path in (checkpoint, onnx_path, config_path):
-            mlflow.log_artifact(str(path), artifact_path="mixscribe")
 
 
 def _evaluate_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkpoint: str, log) -> dict:

@@ -168,3 +168,31 @@ class _quiet_source_warning:
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)
+
+
+def log_trained_model(uri: str, run_id: str, checkpoint: str | os.PathLike, config: dict) -> None:
+    """The model three ways: mlflow.pytorch (loadable with mlflow.pytorch.load_model("runs:/ID/model")),
+    the mixscribe checkpoint and its ONNX graph under mixscribe/, plus the resolved config."""
+    import logging
+    import tempfile
+
+    import mlflow
+    import torch
+    import yaml
+
+    import mixscribe
+    from mixscribe.model import load_model
+    from mixscribe.model.export import export_onnx
+
+    model = load_model(checkpoint)
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle notice, on every run
+    mlflow.set_tracking_uri(uri)
+    with tempfile.TemporaryDirectory() as d, mlflow.start_run(run_id=run_id):
+        # "pickle": MLflow's traced "pt2" default needs torch.export, which the CQT front end does not pass
+        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                 pip_requirements=[f"torch=={torch.__version__}", f"mixscribe=={mixscribe.__version__}"])  # fmt: skip
+        onnx_path = export_onnx(model, Path(d) / "mixscribe.onnx")
+        config_path = Path(d) / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        for path in (checkpoint, onnx_path, config_path):
+            mlflow.log_artifact(str(path), artifact_path="mixscribe")

@@ -75,10 +75,21 @@ def test_train_cli_and_config_errors(data, tmp_path):
     bad.write_text("train:\n  stage: everything\n")
     with pytest.raises(ConfigError, match="train.stage"):
         load_train_config(str(bad))
-    r = run_cli("train", "--config", "tiny", "--data", data, "--workers", "1", "--name", "cli", "--storage", str(tmp_path / "runs"))
+    args = ("train", "--config", "tiny", "--data", data, "--workers", "1", "--name", "cli", "--storage",
+            str(tmp_path / "runs"), "--workdir", str(tmp_path))  # fmt: skip
+    r = run_cli(*args, env={"MLFLOW_TRACKING_URI": ""})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "run cli: epoch 1" in r.stdout and "val/loss" in r.stdout
     assert (tmp_path / "runs" / "cli").is_dir()
+    again = run_cli(*args, env={"MLFLOW_TRACKING_URI": ""})  # resumes: nothing left to train, same MLflow run
+    assert again.returncode == 0, again.stderr[-2000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mixscribe").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["train.crop_frames"] == "96"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [0, 1]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "mixscribe")} >= {"mixscribe/model.pt", "mixscribe/mixscribe.onnx"}
     r = run_cli("train", "--config", str(bad), "--data", data)
     assert r.returncode == 2 and "train.stage" in r.stderr.strip().splitlines()[-1]
 
