@@ -254,6 +254,24 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str]) -> None:
     print(f"MLflow run {rid} ({uri})")
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from mixscribe import tracking
+    from mixscribe.evaluate.compare import DEFAULT_METRICS, compare_runs
+    from mixscribe.fsio import atomic_local_write
+
+    result = compare_runs(args.refs, tracking.tracking_uri(args.workdir), tuple(args.metric or DEFAULT_METRICS))
+    print(result.markdown(), end="")
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for suffix, text in ((".md", result.markdown()), (".csv", result.csv())):
+            atomic_local_write(out.with_name(out.name + suffix), lambda tmp, text=text: tmp.write_text(text))
+        print(f"wrote {out}.md and {out}.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscribe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -305,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
     p.add_argument("--no-mlflow", action="store_true", help="write the report only")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="metrics of MLflow runs side by side (run ids or experiment names)")
+    p.add_argument("refs", nargs="+", help="run ids and/or experiment names")
+    p.add_argument("--metric", action="append", help="metric name pattern, e.g. 'eval/unseen-*/all/note_f1' (repeatable)")
+    p.add_argument("--out", help="also write OUT.md and OUT.csv")
+    p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("transcribe", help="audio files -> one MIDI file each, one track per timbre")
     p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate; mono or stereo)")
