@@ -47,6 +47,7 @@ class EvalResult:
     config: EvalConfig  # with the thresholds actually used (tuned ones when tune_on is set)
     rows: list[dict] = field(default_factory=list)  # one per clip: set, clip, k, metrics
     tuned: object = None  # thresholds.Tuned when tuned
+    extras: list[dict] = field(default_factory=list)  # per clip: notes and matched-note embeddings, for figures
 
     def summary(self) -> dict[str, float]:
         """Means per set and K, and per set over all K: {'eval/unseen-family/2mix/note_f1': ...}."""
@@ -92,28 +93,50 @@ METRICS = ("frame_precision", "frame_recall", "frame_f1", "frame_accuracy", "not
 TABLE_METRICS = ("frame_f1", "note_f1", "sep_note_f1", "cluster_purity", "k_correct")
 
 
-def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[dict]:
-    """Ray task: transcribe and score a few clips (one model load per task)."""
+def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], list[dict]]:
+    """Ray task: transcribe and score a few clips (one model load per task); returns the score rows and
+    what the report's figures need."""
     import torch
 
     from mixscribe.config import from_dict
-    from mixscribe.evaluate.decode import DecodeParams
+    from mixscribe.evaluate.decode import DecodeParams, create_notes, pool_note_embeddings
     from mixscribe.evaluate.metrics import clip_scores
-    from mixscribe.inference import decode, run_model
+    from mixscribe.inference import _tracks, run_model
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
     cfg = from_dict(EvalConfig, cfg_dict)
     model = _load_blob(checkpoint)
     params = DecodeParams(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold)
-    rows = []
+    rows, extras = [], []
     for clip in table_to_clips(table):
         k_ref = len({n.stem for n in clip.notes}) or 1
         frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
-        est, k_est = decode(frame, onset, emb, k_ref if cfg.k_mode == "given" else None, params, strict_k=False)
+        raw = create_notes(frame, onset, params)
+        u = pool_note_embeddings(raw, frame, emb, params.pool_power) if raw else None
+        est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None)
         scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
         rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
-    return rows
+        extras.append({"set": clip.split, "clip": clip.id, "ref": clip.notes, "est": est,
+                       **_matched_embeddings(clip, est, u)})  # fmt: skip
+    return rows, extras
+
+
+def _matched_embeddings(clip, est: list, u, limit: int = 64) -> dict:
+    """Embeddings of the estimated notes that hit a reference note, labelled with that note's true
+    instrument (its GM family): what the t-SNE figure shows."""
+    from mixscribe.evaluate.metrics import ONSET_TOLERANCE, _intervals
+
+    if u is None or not est or not clip.notes:
+        return {"emb": np.zeros((0, 0), np.float32), "labels": []}
+    import mir_eval
+
+    ri, rp = _intervals(clip.notes)
+    ei, ep = _intervals(est)
+    pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE, pitch_tolerance=50.0,
+                                               offset_ratio=None)[:limit]  # fmt: skip
+    return {"emb": np.asarray([u[j] for _, j in pairs], np.float32),
+            "labels": [clip.stems[clip.notes[i].stem].gm_family for i, _ in pairs]}  # fmt: skip
 
 
 def _tuning_clips(checkpoint: bytes, table) -> list:
@@ -190,10 +213,10 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
         task = ray.remote(num_cpus=cfg.task_cpus)(_score_clips)
         futures = [task.remote(ref, t.slice(i, cfg.clips_per_task), to_dict(cfg))
                    for t in tables.values() for i in range(0, t.num_rows, cfg.clips_per_task)]  # fmt: skip
-        rows = [r for chunk in ray.get(futures) for r in chunk]
+        done = ray.get(futures)
     except Exception as exc:
         raise unwrap_ray_error(exc) from None
-    return EvalResult(cfg, rows, tuned)
+    return EvalResult(cfg, [r for rows, _ in done for r in rows], tuned, [e for _, extras in done for e in extras])
 
 
 def _tune(ref, table, cfg: EvalConfig):
@@ -208,14 +231,16 @@ def _tune(ref, table, cfg: EvalConfig):
 
 
 def write_report(result: EvalResult, out_dir: str) -> list[str]:
-    """summary.md, clips.csv and metrics.json in out_dir, each written atomically."""
+    """summary.md, clips.csv, metrics.json and the figures in out_dir, each written atomically."""
     import json
 
     from mixscribe.fsio import atomic_local_write
 
     os.makedirs(out_dir, exist_ok=True)
+    figures = write_figures(result, out_dir)
+    listing = "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures)
     files = {
-        "summary.md": "# Evaluation\n\n" + result.markdown(),
+        "summary.md": "# Evaluation\n\n" + result.markdown() + ("\n" + listing + "\n" if listing else ""),
         "clips.csv": result.csv(),
         "metrics.json": json.dumps({"config": asdict(result.config), "summary": result.summary(),
                                     "tuned": asdict(result.tuned) if result.tuned else None}, indent=1),  # fmt: skip
@@ -225,4 +250,28 @@ def write_report(result: EvalResult, out_dir: str) -> list[str]:
         path = os.path.join(out_dir, name)
         atomic_local_write(path, lambda tmp, text=text: tmp.write_text(text))
         paths.append(path)
-    return paths
+    return paths + figures
+
+
+def write_figures(result: EvalResult, out_dir: str, max_points: int = 2000) -> list[str]:
+    """Bars per set, sep. note F per K, t-SNE of matched note embeddings, best and worst clips."""
+    from pathlib import Path
+
+    from mixscribe.evaluate import plots
+
+    if not result.rows:
+        return []
+    out = Path(out_dir)
+    summary = result.summary()
+    paths = [plots.bars_per_set(summary, out / "bars_per_set.png"), plots.curves_per_k(summary, out / "per_k.png")]
+    emb = [e for e in result.extras if len(e["labels"])]
+    if emb:
+        vectors = np.concatenate([e["emb"] for e in emb])
+        labels = [lab for e in emb for lab in e["labels"]]
+        keep = np.random.default_rng(0).permutation(len(labels))[:max_points]
+        paths.append(plots.tsne_embeddings(vectors[keep], [labels[i] for i in keep], out / "tsne_embeddings.png"))
+    ranked = sorted(zip(result.rows, result.extras), key=lambda re: re[0]["sep_note_f1"])
+    for tag, (row, extra) in (("worst", ranked[0]), ("best", ranked[-1])):
+        title = f"{tag}: {row['set']} {row['clip']} (K={row['k']}, separated note F {100 * row['sep_note_f1']:.1f} %)"
+        paths.append(plots.piano_roll(extra["ref"], extra["est"], title, out / f"clip_{tag}.png"))
+    return [str(p) for p in paths]
