@@ -219,7 +219,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = {"sets": tuple(args.sets) if args.sets else None, "k_mode": args.k,
                  "max_clips_per_set": args.max_clips}  # fmt: skip
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    result = evaluate_checkpoint(args.checkpoint, args.data, cfg)
+    if args.tune_on is not None:
+        cfg = dataclasses.replace(cfg, tune_on=args.tune_on)
+    result = evaluate_checkpoint(args.checkpoint, args.data, cfg, tune_shards=args.tune_data)
     paths = write_report(result, args.out)
     if not args.no_mlflow:
         _log_evaluation(args, result, paths)
@@ -252,6 +254,16 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str]) -> None:
             mlflow.log_artifact(p, artifact_path="report")
     tracking.finish(mlf, rid)
     print(f"MLflow run {rid} ({uri})")
+
+
+def _cmd_chorales(args: argparse.Namespace) -> int:
+    from mixscribe.evaluate.chorales import ChoraleConfig, build_chorale_set
+
+    cfg = ChoraleConfig(chorales=args.chorales, sf_family=args.family, max_seconds=args.max_seconds, seed=args.seed)
+    manifest = build_chorale_set(cfg, args.out)
+    print(f"{manifest['num_clips']} chorale mixtures (2-, 3- and 4-part) -> {args.out}; "
+          f"evaluate with: mixscribe evaluate --data {args.out} --sets chorales --tune-data TRAINING_SHARDS")  # fmt: skip
+    return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -318,11 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", choices=["given", "auto"], default=None, help="K given (true) or estimated")
     p.add_argument("--config", default="demo", help="preset or YAML with an evaluate: section")
     p.add_argument("--max-clips", type=int, default=None, help="at most this many clips per set")
+    p.add_argument("--tune-on", default=None, help="set that tunes the thresholds (default: valid; '' = fixed)")
+    p.add_argument("--tune-data", default=None, help="shard set holding the tuning set (default: --data)")
     p.add_argument("--out", default="report", help="report folder (default: ./report)")
     p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
     p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
     p.add_argument("--no-mlflow", action="store_true", help="write the report only")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("chorales", help="build the Bach chorale evaluation set (BACH10 instruments, held-out SoundFonts)")
+    p.add_argument("--out", required=True, help="output folder or URI for the shard set")
+    p.add_argument("--chorales", type=int, default=10, help="number of chorales (default: 10)")
+    p.add_argument("--family", default="tim", help="SoundFont family to render with (default: tim, held out by the presets)")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="crop each chorale (0: whole; default: 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_chorales)
 
     p = sub.add_parser("compare", help="metrics of MLflow runs side by side (run ids or experiment names)")
     p.add_argument("refs", nargs="+", help="run ids and/or experiment names")

@@ -106,11 +106,11 @@ def test_a_set_without_ground_truth_is_refused(shards, tmp_path):
     import pyarrow.parquet as pq
 
     from mixscribe.errors import MixscribeError
-    from mixscribe.evaluate.runner import EvalConfig, _set_tables
+    from mixscribe.evaluate.runner import _set_tables
 
     with pytest.raises(MixscribeError, match="no set 'train'"):
-        _set_tables(shards, EvalConfig(sets=("train",)))
-    tables = _set_tables(shards, EvalConfig(sets=("valid",)))
+        _set_tables(shards, ["train"])
+    tables = _set_tables(shards, ["valid"])
     assert tables["valid"].num_rows >= 1
     # strip the notes of every clip: the set has nothing to score against
     import shutil
@@ -122,7 +122,7 @@ def test_a_set_without_ground_truth_is_refused(shards, tmp_path):
         empty = t.set_column(t.schema.get_field_index("notes"), "notes", [[[] for _ in range(t.num_rows)]])
         pq.write_table(empty.replace_schema_metadata(t.schema.metadata), f)
     with pytest.raises(MixscribeError, match="no clip with ground-truth notes"):
-        _set_tables(str(copy), EvalConfig(sets=("valid",)))
+        _set_tables(str(copy), ["valid"])
 
 
 def test_thresholds_are_tuned_on_the_validation_set_only(shards):
@@ -133,7 +133,7 @@ def test_thresholds_are_tuned_on_the_validation_set_only(shards):
     two = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=2))
     assert {r["set"] for r in one.rows} == {"unseen-soundfont"}  # the tuning set is not scored unless asked
     assert (one.config.frame_threshold, one.config.onset_threshold) == (two.config.frame_threshold, two.config.onset_threshold)
-    valid = _set_tables(shards, EvalConfig(sets=("valid",), tune_on=""))["valid"]
+    valid = _set_tables(shards, ["valid"])["valid"]
     expected = tune_thresholds(_tuning_clips(GOLDEN.read_bytes(), valid))
     assert one.tuned == expected and one.config.frame_threshold == expected.frame_threshold
     assert "tuned on `valid`" in one.markdown()

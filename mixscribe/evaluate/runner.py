@@ -167,19 +167,20 @@ def _load_blob(checkpoint: bytes):
         return load_model(f.name)
 
 
-def _set_tables(shards: str, cfg: EvalConfig) -> dict:
+def _set_tables(shards: str, names) -> dict:
+    """The clips with ground truth of each named split; unknown or empty sets are errors before any work."""
     import pyarrow.compute as pc
 
     from mixscribe.synth.pipeline import read_clips_table, read_manifest
 
     _, root, manifest = read_manifest(shards)
     have = manifest.get("rows_per_split", {})
-    unknown = [s for s in (*cfg.sets, *([cfg.tune_on] if cfg.tune_on else [])) if s not in have]
+    unknown = [s for s in names if s not in have]
     if unknown:
         raise MixscribeError(f"{root}: no set {unknown[0]!r} in this shard set (it has {sorted(have)})")
     table = read_clips_table(shards)
     out = {}
-    for name in dict.fromkeys((*([cfg.tune_on] if cfg.tune_on else []), *cfg.sets)):
+    for name in dict.fromkeys(names):
         part = table.filter(pc.equal(table["split"], name))
         part = part.filter(pc.greater(pc.list_value_length(part["notes"]), 0))  # a clip without notes scores nothing
         if part.num_rows == 0:
@@ -188,8 +189,11 @@ def _set_tables(shards: str, cfg: EvalConfig) -> dict:
     return out
 
 
-def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConfig()) -> EvalResult:
-    """Every clip of every requested set, scored in parallel Ray tasks; errors come before any work."""
+def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConfig(),
+                        tune_shards: str | None = None) -> EvalResult:  # fmt: skip
+    """Every clip of every requested set, scored in parallel Ray tasks; errors come before any work.
+    The tuning set (cfg.tune_on) is read from tune_shards when given (e.g. the training shard set's
+    `valid` split when scoring chorales), else from shards."""
     import ray
 
     from mixscribe.config import to_dict
@@ -200,13 +204,16 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     load_model(checkpoint)  # a checkpoint that does not rebuild its model fails here, not in a task
     with open(checkpoint, "rb") as f:
         blob = f.read()
-    tables = _set_tables(shards, cfg)
+    tables = _set_tables(shards, cfg.sets)
+    tune_table = None
+    if cfg.tune_on:  # the whole tuning set; max_clips_per_set limits only what is scored
+        tune_table = _set_tables(tune_shards or shards, [cfg.tune_on])[cfg.tune_on]
     init_ray()
     ref = ray.put(blob)
     tuned = None
     try:
-        if cfg.tune_on:  # the whole tuning set; max_clips_per_set limits only what is scored
-            tuned = _tune(ref, tables.pop(cfg.tune_on) if cfg.tune_on not in cfg.sets else tables[cfg.tune_on], cfg)
+        if tune_table is not None:
+            tuned = _tune(ref, tune_table, cfg)
             cfg = dataclasses.replace(cfg, onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold)
         if cfg.max_clips_per_set:
             tables = {name: t.slice(0, cfg.max_clips_per_set) for name, t in tables.items()}

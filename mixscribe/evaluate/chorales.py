@@ -1,0 +1,159 @@
+"""Bach chorales as an evaluation set: real four-part writing, rendered part by part with the BACH10
+instrumentation from SoundFonts of a held-out family, mixed as BACH10's 2mix/3mix/4mix are built.
+
+Each chorale (music21's offline corpus) gets a tempo, light timing and velocity humanisation and one
+SoundFont of the family per part; its four parts are rendered once, then every 2-, 3- and 4-part
+combination becomes one clip (6 + 4 + 1 per chorale). Ground truth is the score as rendered. The set is
+written as shards with a manifest (split `chorales`), like training data: versioned and reusable.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixscribe.errors import MixscribeError
+from mixscribe.schema import HOP, SAMPLE_RATE, Clip, Note, Stem, seconds_to_frame
+
+# BACH10: soprano violin, alto clarinet, tenor (tenor) saxophone, bass bassoon; GM programs, 0-based
+PARTS = (("violin", 40), ("clarinet", 71), ("saxophone", 66), ("bassoon", 70))
+SPLIT = "chorales"
+
+
+@dataclass(frozen=True)
+class ChoraleConfig:
+    chorales: int = 10  # the first N chorales of music21's corpus iterator
+    sf_family: str = "tim"  # render with the catalog SoundFonts of this family (held out from training)
+    tempo_bpm: tuple[float, float] = (60.0, 90.0)  # quarter notes per minute, drawn per chorale
+    max_seconds: float = 30.0  # crop each chorale (evaluation cost); 0 keeps it whole
+    timing_jitter_ms: float = 12.0  # per-note onset/offset jitter (std), as players are not a grid
+    velocity: tuple[int, int] = (64, 100)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PartNote:
+    onset: float  # seconds
+    offset: float
+    pitch: int
+
+
+def chorale_names(n: int) -> list[str]:
+    from music21 import corpus
+
+    names = list(itertools.islice(corpus.chorales.Iterator(returnType="filename"), n))
+    if len(names) < n:
+        raise MixscribeError(f"chorales: music21's corpus has only {len(names)} chorales, asked for {n}")
+    return names
+
+
+def chorale_parts(name: str, seconds_per_quarter: float) -> list[list[PartNote]]:
+    """The four voices (S, A, T, B) as timed notes; ties merged, rests skipped."""
+    from music21 import corpus
+
+    score = corpus.parse(name)
+    if len(score.parts) < 4:
+        raise MixscribeError(f"chorales: {name} has {len(score.parts)} parts, not 4")
+    parts = []
+    for part in list(score.parts)[:4]:
+        notes = []
+        for n in part.stripTies().flatten().notes:
+            for p in getattr(n, "pitches", [n.pitch])[:1]:  # a chord in a voice: keep its first pitch
+                start = float(n.offset) * seconds_per_quarter
+                notes.append(PartNote(start, start + float(n.quarterLength) * seconds_per_quarter, int(p.midi)))
+        parts.append(notes)
+    return parts
+
+
+def _performance(notes: list[PartNote], cfg: ChoraleConfig, rng: np.random.Generator, num_frames: int):
+    """A Performance for the renderer: labels on the frame grid, sounding times jittered."""
+    from mixscribe.synth.generator import Performance, PerformedNote
+
+    jitter = cfg.timing_jitter_ms / 1000.0
+    out = []
+    for n in notes:
+        on, off = seconds_to_frame(n.onset), seconds_to_frame(n.offset)
+        if on >= num_frames or off - on < 1:
+            continue
+        off = min(off, num_frames)
+        on_t = max(0.0, n.onset + rng.normal(0, jitter))
+        off_t = max(on_t + 0.02, min(n.offset, off * HOP / SAMPLE_RATE) + rng.normal(0, jitter) - 0.01)
+        vel = int(rng.integers(cfg.velocity[0], cfg.velocity[1] + 1))
+        out.append(PerformedNote(n.pitch, on, off, vel, 0, float(on_t), float(off_t)))
+    return Performance(out, [], num_frames)
+
+
+def render_chorale(name: str, index: int, cfg: ChoraleConfig, renderer, entries) -> list[Clip]:
+    """Every 2-, 3- and 4-part combination of one chorale, each a clip."""
+    from mixscribe.synth.instruments import gm_family
+
+    rng = np.random.default_rng([cfg.seed, index])
+    bpm = float(rng.uniform(*cfg.tempo_bpm))
+    parts = chorale_parts(name, 60.0 / bpm)
+    end = max(n.offset for p in parts for n in p)
+    if cfg.max_seconds:
+        end = min(end, cfg.max_seconds)
+    num_frames = seconds_to_frame(end) + 8
+    stems, notes = [], []
+    for (label, program), part in zip(PARTS, parts):
+        entry = entries[int(rng.integers(len(entries)))]
+        from mixscribe.synth.render import Instrument
+
+        perf = _performance(part, cfg, rng, num_frames)
+        out = renderer.render(Instrument(entry.id, 0, program), perf, num_frames * HOP)
+        if out.problem:
+            raise MixscribeError(f"chorales: {name} {label} on {entry.id} rendered {out.problem}")
+        presets = renderer.presets(entry.id)
+        stems.append(Stem(np.clip(np.rint(out.audio * 32767), -32768, 32767).astype(np.int16), entry.id, entry.family,
+                          0, program, presets.get((0, program), label), program, gm_family(program), out.gain))  # fmt: skip
+        notes.append([Note(n.onset * HOP / SAMPLE_RATE, n.offset * HOP / SAMPLE_RATE, n.pitch, n.velocity) for n in perf.notes])
+    clips = []
+    short = name.split("/")[-1]
+    for k in (2, 3, 4):
+        for combo in itertools.combinations(range(4), k):
+            tag = "".join("SATB"[i] for i in combo)
+            clip_notes = sorted((Note(n.onset, n.offset, n.pitch, n.velocity, j) for j, i in enumerate(combo) for n in notes[i]),
+                                key=lambda n: (n.onset, n.pitch, n.stem))  # fmt: skip
+            clips.append(Clip(f"{short}-{tag}", int(rng.integers(2**31)), SPLIT, SAMPLE_RATE, num_frames * HOP,
+                              [stems[i] for i in combo], clip_notes))  # fmt: skip
+    return clips
+
+
+def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
+    """Render the set and write it as a shard set (one shard per chorale); returns the manifest."""
+    import mixscribe
+    from mixscribe.config import to_dict
+    from mixscribe.fsio import atomic_write_json, ensure_writable_dir, resolve
+    from mixscribe.schema import SCHEMA_VERSION, clips_to_table
+    from mixscribe.synth import catalog
+    from mixscribe.synth.pipeline import MANIFEST, write_shard
+    from mixscribe.synth.render import FluidSynthRenderer, fluidsynth_version
+
+    entries = [e for e in catalog.select(()) if e.family == cfg.sf_family]
+    if not entries:
+        raise MixscribeError(f"chorales: no installed catalog SoundFont of family {cfg.sf_family!r}")
+    fs, root = resolve(out)
+    ensure_writable_dir(fs, root)
+    fs.create_dir(f"{root}/clips", recursive=True)
+    from mixscribe.config import RenderConfig
+
+    renderer = FluidSynthRenderer(RenderConfig(), entries)
+    files = []
+    for i, name in enumerate(chorale_names(cfg.chorales)):
+        renderer.restart()  # a fresh synth per chorale: output independent of what came before
+        clips = render_chorale(name, i, cfg, renderer, entries)
+        info = write_shard(fs, f"{root}/clips", i, clips_to_table(clips))
+        info["path"] = f"clips/{info['path'].rsplit('/', 1)[-1]}"
+        files.append(info)
+        log(f"  {name}: {len(clips)} mixtures")
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "kind": "chorales", "config": to_dict(cfg),
+        "package_version": mixscribe.__version__, "fluidsynth_version": fluidsynth_version(),
+        "soundfonts": {e.id: {"sha256": e.sha256, "family": e.family} for e in entries},
+        "num_clips": sum(len(f["ids"]) for f in files), "rows_per_split": {SPLIT: sum(len(f["ids"]) for f in files)},
+        "files": files,
+    }  # fmt: skip
+    atomic_write_json(fs, f"{root}/{MANIFEST}", manifest)
+    return manifest
