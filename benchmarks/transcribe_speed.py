@@ -102,20 +102,15 @@ def reference_outputs(rolls, onsets, seed=0):
 
 
 def basic_pitch_env() -> Path | None:
-    py = BP_VENV / "bin" / "python"
-    if py.exists():
-        return py
-    steps = [
-        [sys.executable, "-m", "venv", str(BP_VENV)],
-        [str(BP_VENV / "bin" / "pip"), "install", "-q", "--no-deps", "basic-pitch==0.4.0"],
-        [str(BP_VENV / "bin" / "pip"), "install", "-q", "onnxruntime", "librosa", "resampy>=0.2.2,<0.4.3",
-         "mir_eval", "pretty_midi", "scikit-learn", "scipy", "typing-extensions"],
-    ]  # fmt: skip
-    for cmd in steps:
-        if subprocess.run(cmd, capture_output=True).returncode != 0:
-            print(f"Basic Pitch did not install ({' '.join(cmd[:4])} failed): skipped")
-            return None
-    return py
+    """Basic Pitch in its own venv (mixscribe.evaluate.baseline installs it); None when it cannot install."""
+    from mixscribe.errors import MixscribeError
+    from mixscribe.evaluate.baseline import basic_pitch_env as install
+
+    try:
+        return install(BP_VENV)
+    except MixscribeError as exc:
+        print(f"{exc}: Basic Pitch skipped")
+        return None
 
 
 def main() -> None:

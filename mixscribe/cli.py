@@ -230,7 +230,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_evaluation(args: argparse.Namespace, result, paths: list[str]) -> None:
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from mixscribe.evaluate.baseline import evaluate_basic_pitch
+    from mixscribe.evaluate.runner import write_report
+
+    result = evaluate_basic_pitch(args.data, tuple(args.sets), args.max_clips or 0)
+    paths = write_report(result, args.out)
+    if not args.no_mlflow:
+        args.checkpoint = "basic-pitch"
+        _log_evaluation(args, result, paths, run_name="baseline/basic-pitch")
+    print(result.markdown(), end="")
+    print(f"report: {os.path.dirname(paths[0])}")
+    return 0
+
+
+def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name: str | None = None) -> None:
     """A standalone evaluation is its own MLflow run in the chosen experiment."""
     import mlflow
 
@@ -243,7 +257,7 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str]) -> None:
     exp = tracking.experiment_id(mlf, args.experiment, args.workdir)
     run = mlf.create_run(exp, tags={**tracking.environment_tags(), "mixscribe.stage": "evaluate",
                                     "mixscribe.checkpoint": os.path.abspath(args.checkpoint)},
-                         run_name=f"evaluate/{os.path.basename(args.checkpoint)}")  # fmt: skip
+                         run_name=run_name or f"evaluate/{os.path.basename(args.checkpoint)}")  # fmt: skip
     rid = run.info.run_id
     tracking.log_params(mlf, rid, to_dict(result.config), prefix="evaluate.")
     tracking.log_metrics(mlf, rid, result.summary())
@@ -337,6 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
     p.add_argument("--no-mlflow", action="store_true", help="write the report only")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("baseline", help="Spotify's Basic Pitch on the same sets (in its own venv), same metrics")
+    p.add_argument("--data", required=True, help="shard set whose splits are the evaluation sets")
+    p.add_argument("--sets", nargs="+", required=True, help="split names, e.g. valid unseen-family chorales")
+    p.add_argument("--max-clips", type=int, default=None, help="at most this many clips per set")
+    p.add_argument("--out", default="baseline-report", help="report folder (default: ./baseline-report)")
+    p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
+    p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the report only")
+    p.set_defaults(func=_cmd_baseline)
 
     p = sub.add_parser("chorales", help="build the Bach chorale evaluation set (BACH10 instruments, held-out SoundFonts)")
     p.add_argument("--out", required=True, help="output folder or URI for the shard set")

@@ -48,6 +48,7 @@ class EvalResult:
     rows: list[dict] = field(default_factory=list)  # one per clip: set, clip, k, metrics
     tuned: object = None  # thresholds.Tuned when tuned
     extras: list[dict] = field(default_factory=list)  # per clip: notes and matched-note embeddings, for figures
+    label: str = ""  # what was evaluated, when not a mixscribe checkpoint
 
     def summary(self) -> dict[str, float]:
         """Means per set and K, and per set over all K: {'eval/unseen-family/2mix/note_f1': ...}."""
@@ -66,6 +67,8 @@ class EvalResult:
         s = self.summary()
         how = (f"tuned on `{self.config.tune_on}` ({self.tuned.clips} clips) before any set was scored"
                if self.tuned else "fixed (not tuned)")  # fmt: skip
+        if self.label:
+            how += f"; {self.label}"
         lines = [f"Thresholds: onset {self.config.onset_threshold}, frame {self.config.frame_threshold}, {how}; "
                  f"K {self.config.k_mode}.", "",
                  "| set | mix | clips | " + " | ".join(TABLE_METRICS) + " |",
@@ -278,7 +281,7 @@ def write_figures(result: EvalResult, out_dir: str, max_points: int = 2000) -> l
         keep = np.random.default_rng(0).permutation(len(labels))[:max_points]
         paths.append(plots.tsne_embeddings(vectors[keep], [labels[i] for i in keep], out / "tsne_embeddings.png"))
     ranked = sorted(zip(result.rows, result.extras), key=lambda re: re[0]["sep_note_f1"])
-    for tag, (row, extra) in (("worst", ranked[0]), ("best", ranked[-1])):
+    for tag, (row, extra) in (("worst", ranked[0]), ("best", ranked[-1])) if ranked else ():
         title = f"{tag}: {row['set']} {row['clip']} (K={row['k']}, separated note F {100 * row['sep_note_f1']:.1f} %)"
         paths.append(plots.piano_roll(extra["ref"], extra["est"], title, out / f"clip_{tag}.png"))
     return [str(p) for p in paths]
