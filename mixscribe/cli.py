@@ -270,6 +270,14 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name
     print(f"MLflow run {rid} ({uri})")
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from mixscribe.evaluate.study import load_study, run_study
+
+    run_study(load_study(args.config), workdir=args.workdir, workers=args.workers)
+    print(f"matrix: {os.path.join(args.workdir, load_study(args.config).name)}/matrix.md, matrix.csv, matrix.png")
+    return 0
+
+
 def _cmd_chorales(args: argparse.Namespace) -> int:
     from mixscribe.evaluate.chorales import ChoraleConfig, build_chorale_set
 
@@ -361,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
     p.add_argument("--no-mlflow", action="store_true", help="write the report only")
     p.set_defaults(func=_cmd_baseline)
+
+    p = sub.add_parser("study", help="a SoundFont-generalisation study: one pipeline per held-out family, a matrix")
+    p.add_argument("config", help="YAML with a study: section (e.g. mixscribe/presets/study-loo.yaml)")
+    p.add_argument("--workdir", default="out", help="outputs and MLflow store under WORKDIR/STUDY (default: out)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the base config's)")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("chorales", help="build the Bach chorale evaluation set (BACH10 instruments, held-out SoundFonts)")
     p.add_argument("--out", required=True, help="output folder or URI for the shard set")

@@ -82,11 +82,11 @@ class _Stages:
         self.exp = tracking.experiment_id(self.mlf, plan.pipeline.experiment, workdir)
         self.parent = None
 
-    def open_parent(self):
+    def open_parent(self, parent_id: str | None = None):
         from mixscribe import tracking
 
         tags = {PIPELINE_TAG: self.name, STAGE_TAG: "pipeline"}
-        run, existed = tracking.start_or_resume(self.mlf, self.exp, self.name, {**tags})
+        run, existed = tracking.start_or_resume(self.mlf, self.exp, self.name, {**tags}, parent_id)
         if existed and run.data.tags.get(DIGEST_TAG) not in (None, self.plan.digest()):
             raise MixscribeError(f"pipeline {self.name!r} was started with another config "
                                  f"(digest {run.data.tags.get(DIGEST_TAG)}): use another --name")  # fmt: skip
@@ -104,8 +104,9 @@ class _Stages:
 
 
 def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, workers: int | None = None,
-                 num_clips: int | None = None, log=print) -> dict:  # fmt: skip
-    """Run (or resume) the pipeline; returns {'run_id', 'checkpoint', 'metrics'}."""
+                 num_clips: int | None = None, log=print, parent_run_id: str | None = None) -> dict:  # fmt: skip
+    """Run (or resume) the pipeline; returns {'run_id', 'checkpoint', 'metrics'}. parent_run_id nests
+    the pipeline's run under another (a study's)."""
     from mixscribe import tracking
     from mixscribe.raycluster import init_ray
 
@@ -115,7 +116,7 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
     root.mkdir(parents=True, exist_ok=True)
     init_ray()
     stages = _Stages(plan, name, Path(workdir).resolve())
-    parent, existed = stages.open_parent()
+    parent, existed = stages.open_parent(parent_run_id)
     pid = parent.info.run_id
     if existed and parent.info.status == "FINISHED":
         log(f"pipeline {name}: already finished (MLflow run {pid}); use another --name to run it again")

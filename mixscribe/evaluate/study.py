@@ -1,0 +1,174 @@
+"""`mixscribe study`: SoundFont-generalisation studies, e.g. leave one SoundFont family out.
+
+Each fold is a whole pipeline (synth -> train -> evaluate) whose declared `unseen-soundfont` split is one
+family, nested under the study's MLflow run; the study ends in a generalisation matrix (held-out family
+x evaluation set) with the seen-vs-unseen gap per fold, as a table, CSV and heat map. Re-running the
+same study resumes it: finished folds are skipped by the pipeline's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mixscribe.errors import MixscribeError
+
+SEEN, UNSEEN = "valid", "unseen-soundfont"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "loo"
+    base: str = "demo"  # the preset (or YAML) every fold starts from
+    holdout_families: tuple[str, ...] = ("fluidr3", "tim", "opl3")
+    experiment: str = ""  # default: study-NAME
+    metric: str = "note_f1"  # the matrix's figure, averaged over K ("all")
+    overrides: dict = field(default_factory=dict)  # deep-merged into every fold's config
+
+    def validate(self) -> None:
+        from mixscribe.config import _check
+
+        _check(bool(self.name) and "/" not in self.name, "study.name", "needs a name without '/'")
+        _check(len(self.holdout_families) >= 1, "study.holdout_families", "needs at least one family")
+
+
+def load_study(path: str) -> StudyConfig:
+    from mixscribe.config import from_dict, load_preset
+
+    data = load_preset(path)
+    if "study" not in data:
+        raise MixscribeError(f"{path}: no study: section")
+    cfg = from_dict(StudyConfig, dict(data["study"] or {}), prefix="study.")
+    cfg.validate()
+    return cfg
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
+
+
+def fold_config(cfg: StudyConfig, family: str) -> dict:
+    """The base preset with this fold's held-out family and the study's experiment."""
+    from mixscribe.config import load_preset
+
+    fold = _merge(load_preset(cfg.base), cfg.overrides)
+    return _merge(fold, {"synth": {"splits": {"holdout_sf_family": family}},
+                         "pipeline": {"experiment": cfg.experiment or f"study-{cfg.name}"}})  # fmt: skip
+
+
+@dataclass
+class Matrix:
+    metric: str
+    sets: list[str]
+    rows: dict[str, dict[str, float]]  # held-out family -> set -> value
+
+    def gap(self, family: str) -> float:
+        r = self.rows[family]
+        return r.get(SEEN, float("nan")) - r.get(UNSEEN, float("nan"))
+
+    def markdown(self) -> str:
+        head = ["held-out family", *self.sets, "gap (seen - unseen SoundFont)"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for fam, r in self.rows.items():
+            cells = [f"{100 * r[s]:.1f}" if s in r else "-" for s in self.sets]
+            lines.append(f"| {fam} | " + " | ".join(cells) + f" | {100 * self.gap(fam):+.1f} |")
+        return f"Generalisation matrix: {self.metric} (%), all K.\n\n" + "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["held_out_family", *self.sets, "gap"])
+        for fam, r in self.rows.items():
+            w.writerow([fam, *[r.get(s, "") for s in self.sets], self.gap(fam)])
+        return buf.getvalue()
+
+
+def matrix_from_metrics(fold_metrics: dict[str, dict[str, float]], metric: str) -> Matrix:
+    """{family: pipeline summary metrics} -> the matrix of eval/{set}/all/{metric}."""
+    rows = {}
+    for fam, m in fold_metrics.items():
+        rows[fam] = {k.split("/")[1]: v for k, v in m.items() if k.startswith("eval/") and k.endswith(f"/all/{metric}")}
+    sets = sorted({s for r in rows.values() for s in r}, key=lambda s: (s != SEEN, s != UNSEEN, s))
+    return Matrix(metric, sets, rows)
+
+
+def heatmap(matrix: Matrix, path: Path) -> Path:
+    import numpy as np
+
+    from mixscribe.evaluate.plots import _plt, _save
+
+    plt = _plt()
+    values = np.array([[matrix.rows[f].get(s, np.nan) for s in matrix.sets] for f in matrix.rows]) * 100
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(matrix.sets), 1.2 + 0.6 * len(matrix.rows)))
+    im = ax.imshow(values, vmin=0, vmax=100, cmap="viridis")
+    ax.set_xticks(range(len(matrix.sets)), matrix.sets)
+    ax.set_yticks(range(len(matrix.rows)), [f"held out: {f}" for f in matrix.rows])
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, "-" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", color="white" if v < 60 else "black")
+    fig.colorbar(im, ax=ax, label=f"{matrix.metric} (%)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None, log=print) -> Matrix:
+    import yaml
+
+    from mixscribe import tracking
+    from mixscribe.fsio import atomic_local_write
+    from mixscribe.pipeline import run_pipeline
+    from mixscribe.raycluster import init_ray
+
+    root = Path(workdir).resolve() / cfg.name
+    (root / "folds").mkdir(parents=True, exist_ok=True)
+    init_ray()
+    uri = tracking.tracking_uri(root)
+    mlf = tracking.client(uri)
+    exp = tracking.experiment_id(mlf, cfg.experiment or f"study-{cfg.name}", root)
+    study, existed = tracking.start_or_resume(mlf, exp, f"study/{cfg.name}", {"mixscribe.study": cfg.name, "mixscribe.stage": "study"})
+    sid = study.info.run_id
+    if not existed:
+        tracking.log_params(mlf, sid, {"study": {"base": cfg.base, "holdout_families": list(cfg.holdout_families),
+                                                 "metric": cfg.metric}})  # fmt: skip
+    log(f"study {cfg.name}: MLflow run {sid} ({uri})")
+    fold_metrics = {}
+    try:
+        for fam in cfg.holdout_families:
+            path = root / "folds" / f"{fam}.yaml"
+            text = yaml.safe_dump(fold_config(cfg, fam), sort_keys=False)
+            atomic_local_write(path, lambda tmp, text=text: tmp.write_text(text))
+            log(f"fold: hold out SoundFont family {fam!r}")
+            result = run_pipeline(str(path), workdir=str(root), name=f"{cfg.name}-holdout-{fam}", workers=workers,
+                                  log=log, parent_run_id=sid)  # fmt: skip
+            fold_metrics[fam] = result["metrics"]
+    except BaseException:
+        tracking.finish(mlf, sid, ok=False)
+        raise
+    matrix = matrix_from_metrics(fold_metrics, cfg.metric)
+    paths = _write_matrix(matrix, root)
+    tracking.log_metrics(mlf, sid, {f"study/{f}/{s}/{cfg.metric}": v for f, r in matrix.rows.items() for s, v in r.items()}
+                         | {f"study/{f}/gap/{cfg.metric}": matrix.gap(f) for f in matrix.rows})  # fmt: skip
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=sid):
+        for p in paths:
+            mlflow.log_artifact(str(p), artifact_path="matrix")
+    tracking.finish(mlf, sid)
+    log(matrix.markdown())
+    return matrix
+
+
+def _write_matrix(matrix: Matrix, root: Path) -> list[Path]:
+    from mixscribe.fsio import atomic_local_write
+
+    out = []
+    for name, text in (("matrix.md", matrix.markdown()), ("matrix.csv", matrix.csv())):
+        out.append(atomic_local_write(root / name, lambda tmp, text=text: tmp.write_text(text)))
+    out.append(heatmap(matrix, root / "matrix.png"))
+    return out
