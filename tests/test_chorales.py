@@ -39,7 +39,7 @@ def test_every_combination_with_reindexed_stems_and_ground_truth(chorale_set):
 
     out, manifest = chorale_set
     assert manifest["rows_per_split"] == {"chorales": 22}  # (6 + 4 + 1) x 2 chorales
-    verify_shards(out, "chorales")  # manifest, sha256 and schema all check out
+    verify_shards(out, ("chorales",))  # manifest, sha256 and schema all check out
     clips = table_to_clips(read_clips_table(out))
     tags = sorted(c.id.split("-")[1] for c in clips[:11])
     assert tags == sorted(["SA", "ST", "SB", "AT", "AB", "TB", "SAT", "SAB", "STB", "ATB", "SATB"])

@@ -124,7 +124,7 @@ def shard_name(start: int) -> str:
     return f"part-{start:08d}.parquet"
 
 
-def _uri(fs: pafs.FileSystem, path: str) -> str:
+def reopenable_uri(fs: pafs.FileSystem, path: str) -> str:
     """A path the actors can reopen on their own node: keep the scheme of remote filesystems."""
     if isinstance(fs, pafs.LocalFileSystem):
         return path
@@ -188,7 +188,7 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     t0 = time.perf_counter()
     try:
         fs.create_dir(staging, recursive=True)
-        summaries = _render_to(_uri(fs, staging), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus)
+        summaries = _render_to(reopenable_uri(fs, staging), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus)
         summaries = _commit(fs, root, staging, ranges, summaries)
     except Exception as exc:
         if exists(fs, staging):

@@ -87,15 +87,20 @@ def load_split(shards: str, split: str) -> list:
     manifest's schema version, every listed file present and of this schema (errors name the file)."""
     import pyarrow.compute as pc
 
-    from mixscribe.errors import ShardError
     from mixscribe.schema import table_to_clips
     from mixscribe.synth.pipeline import read_clips_table, read_manifest
 
     _, root, manifest = read_manifest(shards)
-    if not manifest.get("rows_per_split", {}).get(split):
-        raise ShardError(f"{root}: no clips in split {split!r} (it has {manifest.get('rows_per_split')})")
+    require_split(root, manifest, split)
     table = read_clips_table(shards)
     return table_to_clips(table.filter(pc.equal(table["split"], split)))
+
+
+def require_split(root: str, manifest: dict, split: str) -> None:
+    from mixscribe.errors import ShardError
+
+    if not manifest.get("rows_per_split", {}).get(split):
+        raise ShardError(f"{root}: no clips in split {split!r} (it has {manifest.get('rows_per_split')})")
 
 
 class Remixer:
@@ -142,10 +147,11 @@ class Remixer:
 # --- Streaming: Ray Data remixes batches of stored clips into ready training examples -------------------
 
 
-def verify_shards(shards: str, split: str) -> tuple[object, list[str], dict]:
-    """Check a shard set before any training starts and list the files holding `split`: the manifest's
-    schema version, then every such file present, of this schema and with the manifest's sha256 (so a
-    truncated or corrupted shard is a one-line error naming it, not a crash inside a worker)."""
+def verify_shards(shards: str, splits: tuple[str, ...]) -> tuple[object, dict[str, list[str]], dict]:
+    """Check a shard set before any training starts and list, per split, the files holding it: the
+    manifest's schema version, every such file present, of this schema and with the manifest's sha256
+    (so a truncated or corrupted shard is a one-line error naming it, not a crash inside a worker).
+    Each file is read once, whichever of the splits it holds."""
     import hashlib
 
     import pyarrow.parquet as pq
@@ -155,11 +161,12 @@ def verify_shards(shards: str, split: str) -> tuple[object, list[str], dict]:
     from mixscribe.synth.pipeline import read_manifest
 
     fs, root, manifest = read_manifest(shards)
-    if not manifest.get("rows_per_split", {}).get(split):
-        raise ShardError(f"{root}: no clips in split {split!r} (it has {manifest.get('rows_per_split')})")
-    paths = []
+    for split in splits:
+        require_split(root, manifest, split)
+    paths: dict[str, list[str]] = {split: [] for split in splits}
     for f in manifest["files"]:
-        if split not in f.get("splits", [split]):
+        holds = [split for split in splits if split in f.get("splits", [split])]
+        if not holds:
             continue
         path = f"{root}/{f['path']}"
         try:
@@ -175,7 +182,8 @@ def verify_shards(shards: str, split: str) -> tuple[object, list[str], dict]:
         if f.get("sha256") and digest.hexdigest() != f["sha256"]:
             raise ShardError(f"{path}: corrupt shard (sha256 differs from the manifest)")
         check_schema(schema, path)
-        paths.append(path)
+        for split in holds:
+            paths[split].append(path)
     return fs, paths, manifest
 
 

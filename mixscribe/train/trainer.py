@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-
-import pyarrow.fs as pafs
 from dataclasses import dataclass, field
 
 from mixscribe.config import ModelConfig, from_dict, to_dict
@@ -245,19 +243,18 @@ def passes_needed(cfg: TrainConfig, train_clips: int) -> int:
     return -(-needed // per_pass) + 1  # +1: equal splits and drop_last trim a little from each pass
 
 
-def build_train_dataset(data: str, cfg: TrainConfig):
-    """The driver's Ray Data pipeline over the training split's shards (checked first): work items
-    (groups of shard files, each with a seed) -> remixed examples, in Ray Data tasks beside training.
-    One streaming pass holds enough copies of the split for the whole run (passes_needed)."""
+def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int):
+    """The driver's Ray Data pipeline over the training split's (already verified) shard files: work
+    items (groups of shard files, each with a seed) -> remixed examples, in Ray Data tasks beside
+    training. One streaming pass holds enough copies of the split for the whole run (passes_needed)."""
     import ray.data
 
-    from mixscribe.train.data import RemixConfig, remix_files, remix_tasks, verify_shards
+    from mixscribe.synth.pipeline import reopenable_uri
+    from mixscribe.train.data import RemixConfig, remix_files, remix_tasks
 
-    fs, paths, manifest = verify_shards(data, "train")
-    uris = [p if isinstance(fs, pafs.LocalFileSystem) else f"{fs.type_name}://{p}" for p in paths]
+    uris = [reopenable_uri(fs, p) for p in paths]
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per worker floods the log
     remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment)
-    train_clips = int(manifest["rows_per_split"]["train"])
     items = remix_tasks(uris, train_clips, cfg.remix_pool_clips, passes_needed(cfg, train_clips), cfg.seed)
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         remix_files, batch_size=1, num_cpus=cfg.data_cpus,
@@ -273,9 +270,9 @@ def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: d
     from mixscribe.raycluster import init_ray
     from mixscribe.train.data import verify_shards
 
-    verify_shards(data, "valid")  # clear errors before any worker starts (the train split: below)
+    fs, paths, manifest = verify_shards(data, ("train", "valid"))  # clear errors before any worker starts
     init_ray()
-    dataset = build_train_dataset(data, cfg)
+    dataset = build_train_dataset(cfg, fs, paths["train"], int(manifest["rows_per_split"]["train"]))
     trainer = TorchTrainer(
         _loop,
         train_loop_config={"train": to_dict(cfg), "data": os.path.abspath(data) if "://" not in data else data,
