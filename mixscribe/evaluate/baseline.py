@@ -72,7 +72,7 @@ def evaluate_basic_pitch(shards: str, sets: tuple[str, ...], max_clips_per_set: 
 
     from mixscribe.evaluate.metrics import clip_scores, notes_to_roll
     from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult, _set_tables
-    from mixscribe.schema import SAMPLE_RATE, Note, table_to_clips
+    from mixscribe.schema import HOP, SAMPLE_RATE, Note, table_to_clips
 
     tables = _set_tables(shards, sets)
     python = python or basic_pitch_env()
@@ -88,7 +88,7 @@ def evaluate_basic_pitch(shards: str, sets: tuple[str, ...], max_clips_per_set: 
         for c, wav in zip(clips, wavs):
             est = [Note(s, e, p, 90, 0) for s, e, p in found[str(wav)]]
             k_ref = len({n.stem for n in c.notes}) or 1
-            n_frames = c.num_samples // 256 + 1
+            n_frames = c.num_samples // HOP + 1
             scores = clip_scores(c.notes, est, notes_to_roll(est, n_frames), k_ref, 1)
             rows.append({"set": c.split, "clip": c.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
     cfg = EvalConfig(sets=tuple(sets), tune_on="", max_clips_per_set=max_clips_per_set)
