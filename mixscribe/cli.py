@@ -246,11 +246,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name: str | None = None) -> None:
     """A standalone evaluation is its own MLflow run in the chosen experiment."""
-    import mlflow
-
     from mixscribe import tracking
-    from mixscribe.config import to_dict
-    from mixscribe.synth.pipeline import read_manifest
 
     uri = tracking.tracking_uri(args.workdir)
     mlf = tracking.client(uri)
@@ -259,13 +255,7 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name
                                     "mixscribe.checkpoint": os.path.abspath(args.checkpoint)},
                          run_name=run_name or f"evaluate/{os.path.basename(args.checkpoint)}")  # fmt: skip
     rid = run.info.run_id
-    tracking.log_params(mlf, rid, to_dict(result.config), prefix="evaluate.")
-    tracking.log_metrics(mlf, rid, result.summary())
-    tracking.log_shards_input(rid, uri, args.data, "evaluation", read_manifest(args.data)[2])
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=rid):
-        for p in paths:
-            mlflow.log_artifact(p, artifact_path="report")
+    tracking.log_evaluation(mlf, uri, rid, result, args.data, paths)
     tracking.finish(mlf, rid)
     print(f"MLflow run {rid} ({uri})")
 
@@ -273,8 +263,9 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name
 def _cmd_study(args: argparse.Namespace) -> int:
     from mixscribe.evaluate.study import load_study, run_study
 
-    run_study(load_study(args.config), workdir=args.workdir, workers=args.workers)
-    print(f"matrix: {os.path.join(args.workdir, load_study(args.config).name)}/matrix.md, matrix.csv, matrix.png")
+    cfg = load_study(args.config)
+    run_study(cfg, workdir=args.workdir, workers=args.workers)
+    print(f"matrix: {os.path.join(args.workdir, cfg.name)}/matrix.md, matrix.csv, matrix.png")
     return 0
 
 
@@ -306,6 +297,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_mlflow_args(p: argparse.ArgumentParser, no_mlflow_help: str) -> None:
+    """Where a command that logs to MLflow logs: the same three options on train, evaluate, baseline."""
+    p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
+    p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
+    p.add_argument("--no-mlflow", action="store_true", help=no_mlflow_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscribe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -331,9 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the config's)")
     p.add_argument("--name", default="mixscribe", help="run name: the same name and storage resume")
     p.add_argument("--storage", default="runs", help="where runs and checkpoints live")
-    p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
-    p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    _add_mlflow_args(p, "do not log to MLflow")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("pipeline", help="the main job: synth -> train -> evaluate as one MLflow run (re-run to resume)")
@@ -355,9 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-on", default=None, help="set that tunes the thresholds (default: valid; '' = fixed)")
     p.add_argument("--tune-data", default=None, help="shard set holding the tuning set (default: --data)")
     p.add_argument("--out", default="report", help="report folder (default: ./report)")
-    p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
-    p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
-    p.add_argument("--no-mlflow", action="store_true", help="write the report only")
+    _add_mlflow_args(p, "write the report only")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("baseline", help="Spotify's Basic Pitch on the same sets (in its own venv), same metrics")
@@ -365,9 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sets", nargs="+", required=True, help="split names, e.g. valid unseen-family chorales")
     p.add_argument("--max-clips", type=int, default=None, help="at most this many clips per set")
     p.add_argument("--out", default="baseline-report", help="report folder (default: ./baseline-report)")
-    p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
-    p.add_argument("--experiment", default="mixscribe", help="MLflow experiment (default: mixscribe)")
-    p.add_argument("--no-mlflow", action="store_true", help="write the report only")
+    _add_mlflow_args(p, "write the report only")
     p.set_defaults(func=_cmd_baseline)
 
     p = sub.add_parser("study", help="a SoundFont-generalisation study: one pipeline per held-out family, a matrix")

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixscribe.config import _check, flatten, from_dict, load_preset, to_dict
+from mixscribe.config import _check, from_dict, load_preset, to_dict
 from mixscribe.errors import MixscribeError
 
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
@@ -211,31 +211,17 @@ def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: st
 def _evaluate_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkpoint: str, log) -> dict:
     from mixscribe import tracking
     from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
-    from mixscribe.synth.pipeline import read_manifest
 
     summary: dict = {}
 
     def body(rid: str) -> str:
-        import mlflow
-
-        tracking.log_params(stages.mlf, rid, to_dict(plan.evaluate), prefix="evaluate.")
-        tracking.log_shards_input(rid, stages.uri, shards, "evaluation", read_manifest(shards)[2])
         result = evaluate_checkpoint(checkpoint, shards, plan.evaluate)
-        summary.update(result.summary())
-        tracking.log_metrics(stages.mlf, rid, summary)
-        tracking.log_metrics(stages.mlf, stages.parent.info.run_id, summary)
         report = root / "report"
         paths = write_report(result, str(report))
-        mlflow.set_tracking_uri(stages.uri)
-        with mlflow.start_run(run_id=rid):
-            for p in paths:
-                mlflow.log_artifact(p, artifact_path="report")
+        summary.update(tracking.log_evaluation(stages.mlf, stages.uri, rid, result, shards, paths))
+        tracking.log_metrics(stages.mlf, stages.parent.info.run_id, summary)  # pipelines compare on the parent
         log("    " + result.markdown().replace("\n", "\n    ").rstrip())
         return str(report)
 
     _run_stage(stages, "evaluate", log, body)
     return summary
-
-
-def flat_config(plan: Plan) -> dict:
-    return flatten(plan.as_dict())

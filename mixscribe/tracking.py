@@ -62,9 +62,10 @@ def environment_tags() -> dict[str, str]:
     import mixscribe
     from mixscribe.synth.render import fluidsynth_version
 
+    commit = _git_commit()
     tags = {
-        "mlflow.source.git.commit": _git_commit(),
-        f"{TAG_PREFIX}git_commit": _git_commit(),
+        "mlflow.source.git.commit": commit,
+        f"{TAG_PREFIX}git_commit": commit,
         f"{TAG_PREFIX}version": mixscribe.__version__,
         f"{TAG_PREFIX}fluidsynth_version": fluidsynth_version(),
         f"{TAG_PREFIX}ray_version": ray.__version__,
@@ -137,18 +138,19 @@ def log_shards_input(run_id: str, uri: str, shards: str, context: str, manifest:
     so two runs trained on the same shards show the same dataset."""
     import hashlib
     import json
+    import warnings
 
     import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     from mixscribe.fsio import resolve
 
-    fs, root = resolve(shards)
-    location = root if "://" in shards else os.path.abspath(root)
-    with _quiet_source_warning():
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-
-        source = resolve_dataset_source(location if "://" in location else Path(location).as_uri())
+    _, root = resolve(shards)  # local paths come back absolute; URIs keep their scheme below
+    with warnings.catch_warnings():
+        # MLflow warns that a file:// URI "can be interpreted in multiple ways" (two identical classes)
+        warnings.filterwarnings("ignore", message="The specified dataset source")
+        source = resolve_dataset_source(shards if "://" in shards else Path(root).as_uri())
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
     dataset = MetaDataset(source=source, name=Path(root).name, digest=digest)
     mlflow.set_tracking_uri(uri)
@@ -156,18 +158,23 @@ def log_shards_input(run_id: str, uri: str, shards: str, context: str, manifest:
         mlflow.log_input(dataset, context=context)
 
 
-class _quiet_source_warning:
-    """MLflow warns that a file:// URI 'can be interpreted in multiple ways' (two identical classes)."""
+def log_artifacts(mlf, run_id: str, paths, artifact_path: str) -> None:
+    for path in paths:
+        mlf.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
-    def __enter__(self):
-        import warnings
 
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.filterwarnings("ignore", message="The specified dataset source")
+def log_evaluation(mlf, uri: str, run_id: str, result, shards: str, report_paths: list[str]) -> dict[str, float]:
+    """An evaluation into its run: its config as params, the summary as metrics, the shard set as the
+    `evaluation` input, the report folder's files as artifacts. Returns the summary."""
+    from mixscribe.config import to_dict
+    from mixscribe.synth.pipeline import read_manifest
 
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+    summary = result.summary()
+    log_params(mlf, run_id, to_dict(result.config), prefix="evaluate.")
+    log_metrics(mlf, run_id, summary)
+    log_shards_input(run_id, uri, shards, "evaluation", read_manifest(shards)[2])
+    log_artifacts(mlf, run_id, report_paths, "report")
+    return summary
 
 
 def log_trained_model(uri: str, run_id: str, checkpoint: str | os.PathLike, config: dict) -> None:
@@ -187,12 +194,12 @@ def log_trained_model(uri: str, run_id: str, checkpoint: str | os.PathLike, conf
     model = load_model(checkpoint)
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle notice, on every run
     mlflow.set_tracking_uri(uri)
-    with tempfile.TemporaryDirectory() as d, mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id):
         # "pickle": MLflow's traced "pt2" default needs torch.export, which the CQT front end does not pass
         mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
                                  pip_requirements=[f"torch=={torch.__version__}", f"mixscribe=={mixscribe.__version__}"])  # fmt: skip
+    with tempfile.TemporaryDirectory() as d:
         onnx_path = export_onnx(model, Path(d) / "mixscribe.onnx")
         config_path = Path(d) / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        for path in (checkpoint, onnx_path, config_path):
-            mlflow.log_artifact(str(path), artifact_path="mixscribe")
+        log_artifacts(client(uri), run_id, (checkpoint, onnx_path, config_path), "mixscribe")

@@ -153,12 +153,7 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
     paths = _write_matrix(matrix, root)
     tracking.log_metrics(mlf, sid, {f"study/{f}/{s}/{cfg.metric}": v for f, r in matrix.rows.items() for s, v in r.items()}
                          | {f"study/{f}/gap/{cfg.metric}": matrix.gap(f) for f in matrix.rows})  # fmt: skip
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=sid):
-        for p in paths:
-            mlflow.log_artifact(str(p), artifact_path="matrix")
+    tracking.log_artifacts(mlf, sid, paths, "matrix")
     tracking.finish(mlf, sid)
     log(matrix.markdown())
     return matrix
