@@ -145,7 +145,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mixscribe.train.trainer import CHECKPOINT_FILE, load_train_config, run_training
+    from mixscribe.train.trainer import CHECKPOINT_FILE, load_train_config, read_worker_nodes, run_training
 
     cfg = load_train_config(args.config, workers=args.workers)
     run = None if args.no_mlflow else _open_train_run(args, cfg)
@@ -164,6 +164,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if "/" in k))  # fmt: skip
     if result.checkpoint:
         print(f"latest checkpoint: {result.checkpoint.path}/{CHECKPOINT_FILE}")
+        nodes = read_worker_nodes(result)
+        print(f"{len(nodes)} worker(s) on {len(set(nodes))} Ray node(s)")
     if run:
         _close_train_run(run, result, cfg)
     return 0
@@ -174,12 +176,13 @@ def _open_train_run(args: argparse.Namespace, cfg) -> tuple:
     it started rather than a new one."""
     from mixscribe import tracking
     from mixscribe.config import to_dict
+    from mixscribe.fsio import absolute
     from mixscribe.synth.pipeline import read_manifest
 
     uri = tracking.tracking_uri(args.workdir)
     mlf = tracking.client(uri)
     exp = tracking.experiment_id(mlf, args.experiment, args.workdir)
-    tags = {"mixscribe.stage": "train", "mixscribe.train_run": f"{os.path.abspath(args.storage)}/{args.name}"}
+    tags = {"mixscribe.stage": "train", "mixscribe.train_run": f"{absolute(args.storage)}/{args.name}"}
     run, existed = tracking.start_or_resume(mlf, exp, args.name, tags)
     rid = run.info.run_id
     if not existed:
@@ -297,6 +300,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from mixscribe.submit import run
+
+    return run(args)
+
+
 def _add_mlflow_args(p: argparse.ArgumentParser, no_mlflow_help: str) -> None:
     """Where a command that logs to MLflow logs: the same three options on train, evaluate, baseline."""
     p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
@@ -382,6 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write OUT.md and OUT.csv")
     p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("submit", help="run a stage as a Ray job on a cluster and follow its logs",
+                       description="Options go before STAGE; everything after STAGE is the stage's own arguments, "
+                                   "e.g. mixscribe submit --address http://head:8265 synth --config full "
+                                   "--out s3://bucket/shards --clips 100000")  # fmt: skip
+    p.add_argument("--address", default=None, help="job server, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS "
+                                                   "or RAY_ADDRESS)")  # fmt: skip
+    p.add_argument("--working-dir", default=None, help="code shipped with the job (default: this source checkout, "
+                                                       "if mixscribe runs from one)")  # fmt: skip
+    p.add_argument("--no-working-dir", action="store_true", help="use the package installed on the cluster")
+    p.add_argument("--runtime-env", default=None, help="runtime_env YAML (pip, env_vars, ...), e.g. "
+                                                       "cluster_configs/runtime_env.yaml")  # fmt: skip
+    p.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment variable for the job (repeatable)")
+    p.add_argument("--job-id", default=None, help="submission id (default: Ray's)")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return instead of following")
+    p.add_argument("stage", help="synth, train, evaluate, pipeline, chorales or study")
+    p.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's arguments")
+    p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("transcribe", help="audio files -> one MIDI file each, one track per timbre")
     p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate; mono or stereo)")

@@ -141,6 +141,10 @@ class SynthConfig:
     seed: int = 0
     workers: int = 0  # render actors; 0 = one per CPU of the cluster
     actor_cpus: float = 0.75  # < 1 so read/write tasks never starve on a 2-CPU machine
+    # Custom Ray resource that marks render nodes (cluster_configs/ give CPU nodes `render: <CPUs>`):
+    # when the cluster has it, each render actor takes one unit and `workers: 0` means one actor per
+    # unit, so rendering stays off GPU nodes; without it, actors use CPUs anywhere. "" turns it off.
+    render_resource: str = "render"
     max_draw_attempts: int = 6
 
     def validate(self) -> None:

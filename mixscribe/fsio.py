@@ -24,6 +24,13 @@ def resolve(uri_or_path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(text).absolute())
 
 
+def absolute(uri_or_path: str | os.PathLike) -> str:
+    """A URI unchanged, a local path made absolute: what a Ray worker on another node (or in another
+    working directory) can open again."""
+    text = str(uri_or_path)
+    return text if "://" in text else str(Path(text).absolute())
+
+
 def exists(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 

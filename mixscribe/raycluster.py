@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import tempfile
 
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Start (or join, when RAY_ADDRESS is set) Ray once per process.
+    """Start or join Ray once per process, in one of three ways:
 
-    `address="local"` ignores a stale ray_current_cluster file that would otherwise make ray.init
-    try to attach to a dead cluster; the short temp dir keeps socket paths under the OS limit.
+    - inside a Ray job (`ray job submit` / `mixscribe submit`): join the job's cluster and keep the
+      job's runtime env (its working_dir carries the code; adding our own would conflict);
+    - RAY_ADDRESS set: join that cluster and ship this package with `py_modules`, so its nodes run
+      the driver's code, not whatever version they have installed;
+    - otherwise a local cluster: `address="local"` ignores a stale ray_current_cluster file that would
+      make ray.init attach to a dead cluster; the short temp dir keeps socket paths under the OS limit.
     """
     import ray
 
@@ -18,10 +24,13 @@ def init_ray(num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {"env_vars": {"PYTHONPATH": pkg_root, "RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]}}
+    if in_ray_job():
+        ray.init(log_to_driver=True)
+        return
+    env_vars = {"RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]}
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        env = {"py_modules": [PACKAGE_DIR], "env_vars": env_vars}
         ray.init(address=address, runtime_env=env, log_to_driver=True)
         return
     temp_dir = os.environ.get("MIXSCRIBE_RAY_TMP") or os.path.join(tempfile.gettempdir(), "mxray")
@@ -30,11 +39,23 @@ def init_ray(num_cpus: int | None = None) -> None:
         num_cpus=num_cpus,
         include_dashboard=False,
         _temp_dir=temp_dir,
-        runtime_env=env,
+        runtime_env={"env_vars": {**env_vars, "PYTHONPATH": os.path.dirname(PACKAGE_DIR)}},
         log_to_driver=True,
         configure_logging=True,
         logging_level="WARNING",
     )
+
+
+def in_ray_job() -> bool:
+    """True in the driver of a submitted Ray job (the job supervisor sets this variable)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def node_id() -> str:
+    """The Ray node this task or actor runs on (manifests and histories record it)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def cluster_cpus() -> int:

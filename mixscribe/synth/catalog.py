@@ -14,7 +14,8 @@ from pathlib import Path
 from mixscribe.errors import SoundFontError
 
 CATALOG_ENV = "MIXSCRIBE_CATALOG"
-DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "soundfonts" / "catalog.toml"
+# A link to soundfonts/catalog.toml in a checkout, a copy of it in a built wheel (cluster nodes install one).
+DEFAULT_CATALOG = Path(__file__).parent / "catalog.toml"
 
 
 @dataclass(frozen=True)

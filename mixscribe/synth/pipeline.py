@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 import mixscribe
 from mixscribe.config import SynthConfig, from_dict, to_dict
 from mixscribe.errors import MixscribeError, ShardError
-from mixscribe.fsio import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exists, read_json, resolve
+from mixscribe.fsio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    ensure_writable_dir,
+    exists,
+    read_json,
+    resolve,
+)
+from mixscribe.raycluster import node_id
 from mixscribe.schema import CLIP_SCHEMA, SCHEMA_VERSION, check_schema
 from mixscribe.synth import catalog
 from mixscribe.synth.clips import clip_id
@@ -64,7 +72,7 @@ class ShardRenderer:
         rows = []
         for start, stop in zip(batch["start"].to_pylist(), batch["stop"].to_pylist()):
             table = self.render_shard(start, stop)
-            rows.append(write_shard(self.fs, self.staging, start, table))
+            rows.append({**write_shard(self.fs, self.staging, start, table), "node": node_id()})
         return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
 
 
@@ -79,6 +87,7 @@ SUMMARY_SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("dropped", pa.list_(pa.string())),
         ("sha256", pa.string()),
+        ("node", pa.string()),  # the Ray node that rendered it (the manifest counts shards per node)
     ]
 )
 
@@ -108,6 +117,35 @@ def write_shard(fs: pafs.FileSystem, staging: str, start: int, table: pa.Table) 
 def _validate_instruments(cfg: dict, soundfont_ids: list[str]) -> dict[str, int]:
     """Runs in a Ray worker (never create a Synth in a process that may fork): pool size per split."""
     return {k: len(v) for k, v in ShardRenderer(cfg, soundfont_ids).maker.pools.items()}
+
+
+@dataclass(frozen=True)
+class RenderPlacement:
+    """Where render actors go: nodes that advertise the config's render resource when the cluster
+    has any (mixed CPU/GPU clusters keep FluidSynth off the GPU nodes), any CPU otherwise."""
+
+    resource: str  # "" when rendering is placed by CPU alone
+    default_workers: int
+
+    @classmethod
+    def for_cluster(cls, cfg: SynthConfig) -> RenderPlacement:
+        import ray
+
+        from mixscribe.raycluster import cluster_cpus
+
+        units = int(ray.cluster_resources().get(cfg.render_resource, 0)) if cfg.render_resource else 0
+        if units >= 1:
+            return cls(resource=cfg.render_resource, default_workers=units)
+        return cls(resource="", default_workers=cluster_cpus())
+
+    @property
+    def actor_resources(self) -> dict[str, float]:
+        return {self.resource: 1.0} if self.resource else {}
+
+    @property
+    def probe_resources(self) -> dict[str, float]:
+        """The instrument check loads SoundFonts too: keep it on a render node, taking a sliver."""
+        return {self.resource: 0.01} if self.resource else {}
 
 
 @dataclass(frozen=True)
@@ -154,7 +192,7 @@ def _soundfont_ids(cfg: SynthConfig) -> list[str]:
 def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = False) -> SynthResult:
     import ray
 
-    from mixscribe.raycluster import cluster_cpus, init_ray, unwrap_ray_error
+    from mixscribe.raycluster import init_ray, unwrap_ray_error
     from mixscribe.synth.render import fluidsynth_version
 
     if num_clips < 1:
@@ -178,17 +216,20 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
         fs.delete_file(f"{root}/{MANIFEST}")  # from here until the end, a dying run leaves no manifest
 
     init_ray()
+    placement = RenderPlacement.for_cluster(cfg)
     try:
-        pools = ray.get(ray.remote(num_cpus=0.25)(_validate_instruments).remote(cfg_dict, sf_ids))
+        check = ray.remote(num_cpus=0.25, resources=placement.probe_resources)(_validate_instruments)
+        pools = ray.get(check.remote(cfg_dict, sf_ids))
     except Exception as exc:  # Ray wraps the worker's exception
         raise unwrap_ray_error(exc) from None
-    workers = cfg.workers or cluster_cpus()
+    workers = cfg.workers or placement.default_workers
     staging = f"{root}/.staging-{uuid.uuid4().hex[:12]}"
     ranges = shard_ranges(num_clips, cfg.clips_per_shard)
     t0 = time.perf_counter()
     try:
         fs.create_dir(staging, recursive=True)
-        summaries = _render_to(reopenable_uri(fs, staging), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus)
+        summaries = _render_to(reopenable_uri(fs, staging), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus,
+                               placement.actor_resources)
         summaries = _commit(fs, root, staging, ranges, summaries)
     except Exception as exc:
         if exists(fs, staging):
@@ -198,11 +239,13 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     manifest["pool_sizes"] = pools
     manifest["render_seconds"] = round(time.perf_counter() - t0, 3)
     manifest["workers"] = workers
+    manifest["render_resource"] = placement.resource
     atomic_write_json(fs, f"{root}/{MANIFEST}", manifest)
     return SynthResult(out=root, manifest=manifest)
 
 
-def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float) -> list[dict]:
+def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float,
+               resources: dict[str, float]) -> list[dict]:
     """Render every shard; progress is one bar over shards and clips as their summaries stream back.
     (Ray Data's per-operator bars are off: in a one-off development comparison, 2-worker scaling was
     1.80x without them and 1.70x with them; not a benchmark.)"""
@@ -225,6 +268,7 @@ def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
         # at the end while another still holds a queue.
         compute=ActorPoolStrategy(size=min(workers, len(items)), max_tasks_in_flight_per_actor=1),
         num_cpus=actor_cpus,
+        resources=resources or None,
     )
     total = sum(b - a for a, b in ranges)
     summaries = []
@@ -270,6 +314,7 @@ def _summarise(summaries: list[dict]) -> dict:
         "stems_total": int(sum(s["stems"] for s in summaries)),
         "empty_clips": int(sum(s["empty"] for s in summaries)),
         "hours": round(sum(s["seconds"] for s in summaries) / 3600, 4),
+        "render_nodes": dict(sorted(Counter(s["node"] for s in summaries).items())),
         "files": files,
     }
 

@@ -35,7 +35,8 @@ class TrainConfig:
     data_cpus: float = 0.25  # per Ray Data remix task (fractional: room beside the workers on 2 CPUs)
     workers: int = 1
     cpus_per_worker: float = 0.5  # < 1: 2 workers x 1 CPU starve Ray's other tasks on 2 CPUs
-    use_gpu: bool = False
+    use_gpu: bool | None = None  # one GPU per worker (Ray places workers on GPU nodes); None: when the cluster has GPUs
+    placement_strategy: str = "PACK"  # Ray's: PACK (fewest nodes), SPREAD, STRICT_SPREAD (one per node)
     num_to_keep: int = 2
     max_failures: int = 2
     init_checkpoint: str = ""  # e.g. the AMT stage's checkpoint when training the encoder
@@ -71,6 +72,8 @@ def _validate(cfg: TrainConfig) -> None:
     _check(0 < cfg.data_cpus <= 64 and cfg.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
     _check(len(cfg.k_weights) >= 1 and min(cfg.k_weights) >= 0 and sum(cfg.k_weights) > 0, "train.k_weights",
            "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
+    _check(cfg.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
+           "must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")  # fmt: skip
     cfg.augment.validate()
     cfg.model.validate()
 
@@ -180,6 +183,7 @@ def _loop(config: dict) -> None:
     valid_batch = collate([valid_set.example(0, i) for i in range(cfg.valid_examples)]).to(device)
     batches = _batches(ray.train.get_dataset_shard("train"), cfg)
     tracker = _RankZeroTracker(config.get("mlflow"), rank)
+    nodes = _worker_nodes(ctx.get_world_size())
     for epoch in range(start_epoch, cfg.epochs):
         set_stage(model, cfg.stage)
         totals: dict[str, float] = {}
@@ -211,9 +215,32 @@ def _loop(config: dict) -> None:
             if rank == 0:
                 save_checkpoint(model, os.path.join(d, CHECKPOINT_FILE), extra={"epoch": epoch, "stage": cfg.stage})
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                            "history": history}, os.path.join(d, STATE_FILE))  # fmt: skip
+                            "history": history, "worker_nodes": nodes}, os.path.join(d, STATE_FILE))  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _worker_nodes(world_size: int) -> list[str]:
+    """The Ray node of every rank (gathered over the process group), kept in the checkpoint state so a
+    run records where it trained."""
+    import torch.distributed as dist
+
+    from mixscribe.raycluster import node_id
+
+    nodes = [node_id()] * world_size
+    if world_size > 1 and dist.is_initialized():
+        dist.all_gather_object(nodes, nodes[0])
+    return nodes
+
+
+def read_worker_nodes(result) -> list[str]:
+    """The Ray node id of each rank in the latest run of a training (empty without a checkpoint)."""
+    import torch
+
+    if not result.checkpoint:
+        return []
+    with result.checkpoint.as_directory() as d:
+        return list(torch.load(os.path.join(d, STATE_FILE), weights_only=True).get("worker_nodes", []))
 
 
 class _RankZeroTracker:
@@ -261,12 +288,23 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
         fn_kwargs={"split": "train", "remix": remix, "mixes_per_clip": cfg.mixes_per_clip})  # fmt: skip
 
 
+def wants_gpu(cfg: TrainConfig) -> bool:
+    """The config's choice, or (None) whether the cluster has a GPU for every worker: the same command
+    trains on CPUs on a laptop and on GPUs where there are some."""
+    import ray
+
+    if cfg.use_gpu is not None:
+        return cfg.use_gpu
+    return ray.cluster_resources().get("GPU", 0) >= cfg.workers
+
+
 def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: dict | None = None):
     """Train (or resume `name` under `storage`) and return Ray Train's Result. mlflow: {"tracking_uri",
     "run_id"} of a run to receive rank 0's per-epoch metrics."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from mixscribe.fsio import absolute
     from mixscribe.raycluster import init_ray
     from mixscribe.train.data import verify_shards
 
@@ -275,14 +313,14 @@ def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: d
     dataset = build_train_dataset(cfg, fs, paths["train"], int(manifest["rows_per_split"]["train"]))
     trainer = TorchTrainer(
         _loop,
-        train_loop_config={"train": to_dict(cfg), "data": os.path.abspath(data) if "://" not in data else data,
-                           "mlflow": mlflow},  # fmt: skip
+        train_loop_config={"train": to_dict(cfg), "data": absolute(data), "mlflow": mlflow},
         datasets={"train": dataset},
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),  # fmt: skip
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=wants_gpu(cfg),
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker},
+                                     placement_strategy=cfg.placement_strategy),  # fmt: skip
         run_config=RunConfig(
             name=name,
-            storage_path=os.path.abspath(storage),
+            storage_path=absolute(storage),  # an s3:// or gs:// URI stays one: every node reaches it
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep, checkpoint_score_attribute="val/loss",
                                                checkpoint_score_order="min"),  # fmt: skip
             failure_config=FailureConfig(max_failures=cfg.max_failures),
