@@ -11,7 +11,7 @@ OUT ?= out
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup system run test test-all bench clean
+.PHONY: setup system run test test-all bench dist clean
 
 system:
 	@if dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -vq "install ok installed" \
@@ -54,6 +54,12 @@ bench: setup
 	$(BIN)/python benchmarks/transcribe_speed.py
 	$(BIN)/python benchmarks/frontend_speed.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/cluster_scaling.py
+
+# The wheel that cluster nodes install (cluster_configs/aws.yaml, local.yaml, Dockerfile).
+dist: $(STAMP)
+	rm -rf dist && $(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	@ls dist/*.whl
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -147,19 +148,32 @@ def test_runtime_env_example_is_a_valid_ray_runtime_env():
 
 
 def _documented_commands() -> list[list[str]]:
-    """Every `mixscribe submit ...` line in the cluster configs and the README."""
+    """Every `mixscribe submit ...` command line in the cluster configs' comments and the README."""
     commands = []
     for path in [*CONFIGS.iterdir(), ROOT / "README.md"]:
         for line in path.read_text().splitlines():
-            if "mixscribe submit " in line and "--address" in line:
-                text = line.split("mixscribe submit ", 1)[1].split("`")[0].split("  #")[0]
+            command = line.lstrip("# ")
+            if command.startswith("mixscribe submit ") and "--address" in command:  # commands, not prose
+                text = command.split("mixscribe submit ", 1)[1].split("  #")[0]
                 commands.append(shlex.split(text))
     return commands
 
 
 def test_documented_submit_commands_parse():
     commands = _documented_commands()
-    assert len(commands) >= 3
+    assert len(commands) >= 6
     for argv in commands:
         args = build_parser().parse_args(["submit", *argv])
         check_stage_args(args.stage, args.stage_args, {"MLFLOW_TRACKING_URI": "http://x"})
+
+
+def test_the_wheel_nodes_install_carries_catalog_and_presets(tmp_path):
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    wheel = tmp_path / WHEEL  # the file name the configs install
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"mixscribe/synth/catalog.toml", "mixscribe/presets/full.yaml", "mixscribe/loopback.py"} <= names
+    packaged = zipfile.ZipFile(wheel).read("mixscribe/synth/catalog.toml").decode()
+    assert packaged == (ROOT / "soundfonts" / "catalog.toml").read_text()  # a copy, not a dangling link
