@@ -36,7 +36,13 @@ def exists(fs: pafs.FileSystem, path: str) -> bool:
 
 
 def atomic_write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write to a temporary name beside the target, then rename: readers see all or nothing."""
+    """Readers see all or nothing. Locally: a temporary name beside the target, then a rename. On object
+    stores (S3, GCS) an object appears only when its upload completes, and a rename there is a full
+    copy, so the object is written in place."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return
     parent = path.rsplit("/", 1)[0]
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
     with fs.open_output_stream(tmp) as out:

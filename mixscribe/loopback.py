@@ -83,7 +83,7 @@ class LoopbackCluster:
         return f"http://{HOST}:{self.dashboard_port}"
 
     def _start(self, name: str, cpus: float, resources: dict[str, float], args: list[str],
-               object_store_mb: int) -> Node:  # fmt: skip
+               object_store_mb: int, cores: list[int] | None) -> Node:  # fmt: skip
         temp_dir = str(self.root / name)
         log = self.root / f"{name}.log"
         cmd = [self.ray, "start", "--block", "--disable-usage-stats", f"--num-cpus={int(cpus)}",
@@ -92,6 +92,8 @@ class LoopbackCluster:
                f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
                f"--runtime-env-agent-port={free_port()}", *args]  # fmt: skip
+        if cores:  # every process of the node inherits the affinity: a node is then a machine of len(cores) cores
+            cmd = ["taskset", "-c", ",".join(map(str, cores)), *cmd]
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         node = Node(name, proc, temp_dir, log, resources)
@@ -99,20 +101,21 @@ class LoopbackCluster:
         return node
 
     def start_head(self, cpus: float = 1, resources: dict[str, float] | None = None, object_store_mb: int = 400,
-                   timeout: float = 90) -> Node:  # fmt: skip
+                   timeout: float = 90, cores: list[int] | None = None) -> Node:  # fmt: skip
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         node = self._start("head", cpus, resources or {}, [
             "--head", f"--port={self.gcs_port}", "--include-dashboard=true", f"--dashboard-host={HOST}",
-            f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}"], object_store_mb)  # fmt: skip
+            f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}"], object_store_mb,
+            cores)  # fmt: skip
         self.wait_for_nodes(1, timeout)
         return node
 
     def add_worker(self, cpus: float = 1, resources: dict[str, float] | None = None, object_store_mb: int = 400,
-                   timeout: float = 90) -> Node:  # fmt: skip
+                   timeout: float = 90, cores: list[int] | None = None) -> Node:  # fmt: skip
         if not self.gcs_port:
             raise MixscribeError("start the head node first")
         node = self._start(f"worker{len(self.nodes)}", cpus, resources or {}, [f"--address={self.address}"],
-                           object_store_mb)  # fmt: skip
+                           object_store_mb, cores)  # fmt: skip
         self.wait_for_nodes(sum(n.process.poll() is None for n in self.nodes), timeout)
         return node
 

@@ -52,11 +52,11 @@ def _assert_every_clip_once(shards: str, num_clips: int) -> None:
     _, root, manifest = read_manifest(shards)
     on_disk = sorted(os.path.relpath(p, root) for p in glob.glob(f"{root}/clips/*"))
     assert on_disk == sorted(f["path"] for f in manifest["files"])
-    assert not glob.glob(f"{root}/.staging-*")
+    assert not glob.glob(f"{root}/clips/.tmp-*")
     assert sum(pq.ParquetFile(p).metadata.num_rows for p in glob.glob(f"{root}/clips/*")) == num_clips
 
 
-def test_synth_and_two_worker_training_jobs_use_both_nodes_and_cluster_stops_cleanly(cluster, tmp_path):
+def test_synth_train_evaluate_jobs_use_both_nodes_and_cluster_stops_cleanly(cluster, tmp_path):
     nodes = _alive_ids(cluster)
     assert len(nodes) == 2
     shards = str(tmp_path / "shards")
@@ -89,6 +89,19 @@ def test_synth_and_two_worker_training_jobs_use_both_nodes_and_cluster_stops_cle
     assert [h["epoch"] for h in state["history"]] == [0, 1]
     assert len(state["worker_nodes"]) == 2 and set(state["worker_nodes"]) == nodes
 
+    # Evaluation of that checkpoint as a job too, its metrics logged to MLflow (SQLite on the shared disk).
+    report, mlwork = tmp_path / "report", tmp_path / "mlflow"
+    _run([str(BIN / "mixscribe"), "submit", "--address", cluster.dashboard_url, "evaluate",
+          "--checkpoint", os.path.join(checkpoints[-1], CHECKPOINT_FILE), "--data", shards, "--config", "tiny",
+          "--sets", "valid", "--max-clips", "4", "--tune-on", "", "--out", str(report),
+          "--workdir", str(mlwork), "--experiment", "cluster"], cluster)  # fmt: skip
+    assert (report / "summary.md").is_file() and (report / "metrics.json").is_file()
+    from mlflow.tracking import MlflowClient
+
+    mlf = MlflowClient(f"sqlite:///{mlwork / 'mlflow.db'}")
+    (run,) = mlf.search_runs([mlf.get_experiment_by_name("cluster").experiment_id])
+    assert any(k.startswith("eval/valid/") for k in run.data.metrics)
+
     assert cluster.stop() == []  # every process of both nodes gone, the GCS port closed
 
 
@@ -103,7 +116,7 @@ def test_worker_node_killed_mid_synthesis_every_clip_exactly_once(cluster, tmp_p
     job = jobs.submit_job(entrypoint=f"mixscribe synth --config tiny --out {shards} --clips 96",
                           runtime_env={"working_dir": str(ROOT)})  # fmt: skip
     deadline = time.monotonic() + 300
-    while len(glob.glob(f"{shards}/.staging-*/part-*.parquet")) < 3:
+    while len(glob.glob(f"{shards}/clips/part-*.parquet")) < 3:
         assert time.monotonic() < deadline and jobs.get_job_status(job).value in ("PENDING", "RUNNING")
         time.sleep(0.2)
     cluster.kill_node(victim)  # mid-synthesis: 3 of 24 shards staged

@@ -47,7 +47,7 @@ def test_manifest_describes_what_was_written(shards):
     for f in on_disk["files"]:
         assert sha(out / f["path"]) == f["sha256"]
     assert sorted(p.name for p in (out / "clips").iterdir()) == [f"part-{i:08d}.parquet" for i in (0, 4, 8, 12)]
-    assert not list(out.glob(".staging-*")) and not list(out.glob(".tmp-*"))
+    assert not list(out.glob(".tmp-*")) and not list((out / "clips").glob(".tmp-*"))
     ids = read_clips_table(str(out), columns=["id"]).column("id").to_pylist()
     assert sorted(ids) == [f"clip-{i:08d}" for i in range(14)]  # every clip exactly once
 
@@ -114,7 +114,18 @@ def test_cli_end_to_end_killed_run_leaves_no_manifest_and_rerun_recovers(tmp_pat
     bigger = args[:-3] + ["40", "--workers", "2", "--overwrite"]
     proc = subprocess.Popen(bigger, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not any(p.suffix == ".parquet" for p in out.glob(".staging-*/*")):
+    launched = time.time()
+
+    def writing() -> bool:  # the new run's own shards (the first run's are still there until it clears clips/)
+        for p in out.glob("clips/*.parquet"):
+            try:
+                if p.stat().st_mtime > launched:
+                    return True
+            except FileNotFoundError:  # being cleared right now
+                pass
+        return False
+
+    while time.time() < deadline and not writing():
         time.sleep(0.2)
     assert time.time() < deadline, "the run never started writing"
     os.killpg(proc.pid, signal.SIGKILL)
@@ -173,3 +184,28 @@ def test_training_reads_one_split_and_refuses_bad_shards(shards, tmp_path):
     victim.write_bytes(victim.read_bytes()[:1000])
     with pytest.raises(ShardError, match=f"{victim}: corrupt shard"):
         load_split(str(bad), "train")
+
+
+def test_commit_checks_ids_and_files_and_removes_strays(tmp_path):
+    """The driver's commit: one listing of clips/, every shard there, every id once, strays removed."""
+    import pyarrow.fs as pafs
+
+    from mixscribe.errors import ShardError
+    from mixscribe.synth.clips import clip_id
+    from mixscribe.synth.pipeline import _commit, shard_name
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    ranges = [(0, 2), (2, 3)]
+    summaries = [{"start": a, "ids": [clip_id(i) for i in range(a, b)]} for a, b in ranges]
+    for a, _ in ranges:
+        (clips / shard_name(a)).write_bytes(b"x")
+    (clips / ".tmp-dead-writer-part-00000002.parquet").write_bytes(b"half")
+    fs = pafs.LocalFileSystem()
+    _commit(fs, str(clips), ranges, summaries + summaries[:1])  # a retried shard reported twice
+    assert sorted(p.name for p in clips.iterdir()) == [shard_name(0), shard_name(2)]
+    with pytest.raises(ShardError, match="expected 3"):
+        _commit(fs, str(clips), ranges, summaries[:1])
+    (clips / shard_name(2)).unlink()
+    with pytest.raises(ShardError, match="part-00000002.parquet: reported written but missing"):
+        _commit(fs, str(clips), ranges, summaries)

@@ -1,10 +1,12 @@
 """`mixscribe synth`: seeds -> Ray Data map_batches(ShardRenderer actors, each writing its Parquet
 shards) -> commit -> manifest.
 
-Exactly-once and restartable: every shard holds a fixed range of clip indices and is named after it;
-shards are written to a staging folder, checked (every clip id once), moved into `clips/`, and the
-manifest is written last. A run that dies leaves no manifest; re-running the same command produces the
-same shards, byte for byte.
+Exactly-once and restartable: every shard holds a fixed range of clip indices and is named after it,
+so a retried or re-run shard rewrites the same file. Shards are written in place under `clips/` (each
+atomically), the driver checks that every clip id arrived exactly once and removes anything else from
+`clips/`, and the manifest, written last, is what makes the set exist: a run that dies leaves no
+manifest, and re-running the same command produces the same shards, byte for byte. No shard is ever
+copied (a rename on an object store is a copy: a staging folder cost one copy per shard).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ class ShardRenderer:
     profile during development; see docs/synth.md.)
     """
 
-    def __init__(self, cfg: dict, soundfont_ids: list[str], staging: str | None = None):
+    def __init__(self, cfg: dict, soundfont_ids: list[str], out_dir: str | None = None):
         from mixscribe.synth.clips import ClipMaker
         from mixscribe.synth.render import FluidSynthRenderer
 
@@ -60,7 +61,7 @@ class ShardRenderer:
         entries = catalog.select(tuple(soundfont_ids))
         self.renderer = FluidSynthRenderer(self.cfg.render, entries)
         self.maker = ClipMaker(self.cfg, entries, self.renderer)
-        self.fs, self.staging = resolve(staging) if staging else (None, None)
+        self.fs, self.out_dir = resolve(out_dir) if out_dir else (None, None)
 
     def render_shard(self, start: int, stop: int) -> pa.Table:
         from mixscribe.schema import clips_to_table
@@ -72,7 +73,7 @@ class ShardRenderer:
         rows = []
         for start, stop in zip(batch["start"].to_pylist(), batch["stop"].to_pylist()):
             table = self.render_shard(start, stop)
-            rows.append({**write_shard(self.fs, self.staging, start, table), "node": node_id()})
+            rows.append({**write_shard(self.fs, self.out_dir, start, table), "node": node_id()})
         return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
 
 
@@ -92,12 +93,12 @@ SUMMARY_SCHEMA = pa.schema(
 )
 
 
-def write_shard(fs: pafs.FileSystem, staging: str, start: int, table: pa.Table) -> dict:
+def write_shard(fs: pafs.FileSystem, out_dir: str, start: int, table: pa.Table) -> dict:
     """Write one shard atomically (temporary name, then rename) and describe it for the manifest."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", compression_level=1)
     data = sink.getvalue().to_pybytes()
-    path = f"{staging}/{shard_name(start)}"
+    path = f"{out_dir}/{shard_name(start)}"
     atomic_write_bytes(fs, path, data)
     notes = table.column("notes").to_pylist()
     return {
@@ -223,17 +224,17 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     except Exception as exc:  # Ray wraps the worker's exception
         raise unwrap_ray_error(exc) from None
     workers = cfg.workers or placement.default_workers
-    staging = f"{root}/.staging-{uuid.uuid4().hex[:12]}"
+    clips_dir = f"{root}/{CLIPS_DIR}"
     ranges = shard_ranges(num_clips, cfg.clips_per_shard)
     t0 = time.perf_counter()
     try:
-        fs.create_dir(staging, recursive=True)
-        summaries = _render_to(reopenable_uri(fs, staging), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus,
+        if exists(fs, clips_dir):
+            fs.delete_dir_contents(clips_dir)  # shards of an earlier (other or unfinished) run
+        fs.create_dir(clips_dir, recursive=True)
+        summaries = _render_to(reopenable_uri(fs, clips_dir), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus,
                                placement.actor_resources)
-        summaries = _commit(fs, root, staging, ranges, summaries)
+        summaries = _commit(fs, clips_dir, ranges, summaries)
     except Exception as exc:
-        if exists(fs, staging):
-            fs.delete_dir(staging)
         raise unwrap_ray_error(exc) from None
     manifest.update(_summarise(summaries))
     manifest["pool_sizes"] = pools
@@ -244,7 +245,7 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     return SynthResult(out=root, manifest=manifest)
 
 
-def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float,
+def _render_to(out_dir: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float,
                resources: dict[str, float]) -> list[dict]:
     """Render every shard; progress is one bar over shards and clips as their summaries stream back.
     (Ray Data's per-operator bars are off: in a one-off development comparison, 2-worker scaling was
@@ -261,7 +262,7 @@ def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         ShardRenderer,
-        fn_constructor_kwargs={"cfg": cfg_dict, "soundfont_ids": sf_ids, "staging": staging},
+        fn_constructor_kwargs={"cfg": cfg_dict, "soundfont_ids": sf_ids, "out_dir": out_dir},
         batch_size=1,
         batch_format="pyarrow",
         # One shard in flight per actor: shards go to whichever actor is free, so no actor idles
@@ -280,22 +281,21 @@ def _render_to(staging: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
     return summaries
 
 
-def _commit(fs: pafs.FileSystem, root: str, staging: str, ranges, summaries: list[dict]) -> list[dict]:
-    """Check that every clip was written exactly once, then move the shards under clips/."""
+def _commit(fs: pafs.FileSystem, clips_dir: str, ranges, summaries: list[dict]) -> list[dict]:
+    """Check that every clip was written exactly once and every shard is there (one listing, no per-file
+    requests), and remove anything else in clips/ (temporary files of writers killed mid-write)."""
     summaries = sorted({s["start"]: s for s in summaries}.values(), key=lambda s: s["start"])
     ids = [i for s in summaries for i in s["ids"]]
     expected = [clip_id(i) for a, b in ranges for i in range(a, b)]
     if ids != expected:
-        raise ShardError(f"{staging}: rendered {len(ids)} clips ({len(set(ids))} distinct), expected {len(expected)}")
-    final_dir = f"{root}/{CLIPS_DIR}"
-    if exists(fs, final_dir):
-        fs.delete_dir_contents(final_dir)
-    fs.create_dir(final_dir, recursive=True)
-    for s in summaries:
-        if not exists(fs, s["path"]):
-            raise ShardError(f"{s['path']}: reported written but missing")
-        fs.move(s["path"], f"{final_dir}/{shard_name(s['start'])}")
-    fs.delete_dir(staging)
+        raise ShardError(f"{clips_dir}: rendered {len(ids)} clips ({len(set(ids))} distinct), expected {len(expected)}")
+    listed = {info.path for info in fs.get_file_info(pafs.FileSelector(clips_dir)) if info.is_file}
+    wanted = {f"{clips_dir}/{shard_name(s['start'])}" for s in summaries}
+    missing = sorted(wanted - listed)
+    if missing:
+        raise ShardError(f"{missing[0]}: reported written but missing ({len(missing)} shard(s))")
+    for stray in sorted(listed - wanted):
+        fs.delete_file(stray)
     return summaries
 
 
