@@ -127,11 +127,40 @@ class SplitConfig:
         _check(not bad, "splits.holdout_gm_families", f"unknown GM famil(ies) {bad}; known: {list(GM_FAMILIES)}")
 
 
+PROCEDURAL_FAMILY = "procedural"
+
+
+@dataclass(frozen=True)
+class ProceduralConfig:
+    """The generated instrument family (mixscribe/synth/procedural.py): `seen` instruments may reach
+    train and valid, `unseen` ones only the unseen-soundfont split; the two are drawn from disjoint
+    seeded streams. 0 and 0 turns the family off. Holding the whole family out of training:
+    `splits.holdout_sf_family: procedural`."""
+
+    seen_instruments: int = 0
+    unseen_instruments: int = 0
+    seed: int = 0
+    # Chance that a stem is drawn from the family when both it and SoundFont presets fit the draw;
+    # 0: no preference (each generated instrument counts like one SoundFont preset).
+    share: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.seen_instruments + self.unseen_instruments > 0
+
+    def validate(self) -> None:
+        _check(0 <= self.seen_instruments <= 100_000, "synth.procedural.seen_instruments", "must be in [0, 100000]")
+        _check(0 <= self.unseen_instruments <= 100_000, "synth.procedural.unseen_instruments",
+               "must be in [0, 100000]")  # fmt: skip
+        _check(0 <= self.share <= 1, "synth.procedural.share", "must be in [0, 1]")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
+    procedural: ProceduralConfig = field(default_factory=ProceduralConfig)
     soundfonts: tuple[str, ...] = ()  # catalog ids; empty = every installed catalog entry
     programs: tuple[int, ...] = ()  # GM programs (0-based); empty = every pitched program
     stems_min: int = 1
@@ -151,6 +180,7 @@ class SynthConfig:
         self.generator.validate()
         self.render.validate()
         self.splits.validate()
+        self.procedural.validate()
         _check(1 <= self.stems_min <= self.stems_max <= 8, "synth.stems_min", "needs 1 <= stems_min <= stems_max <= 8")
         bad = [p for p in self.programs if not 0 <= p <= 127]
         _check(not bad, "synth.programs", f"GM programs must be 0..127, got {bad}")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: stems carry instrument_params (procedural instruments)
 SAMPLE_RATE = 22050
 HOP = 256
 MIDI_MIN, MIDI_MAX = 24, 107  # the model's 84 pitch rows
@@ -49,6 +49,7 @@ class Stem:
     gm_program: int
     gm_family: str
     gain: float  # loudness-normalisation gain that was applied before int16 quantisation
+    instrument_params: str = ""  # JSON of a generated instrument's parameters (re-renderable); "" for SoundFonts
 
     def audio(self) -> np.ndarray:
         return self.pcm.astype(np.float32) / 32768.0
@@ -104,6 +105,7 @@ STEM_TYPE = pa.struct(
         ("gm_program", pa.int16()),
         ("gm_family", pa.string()),
         ("gain", pa.float32()),
+        ("instrument_params", pa.string()),
     ]
 )
 DROPPED_TYPE = pa.struct(

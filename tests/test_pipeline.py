@@ -15,7 +15,7 @@ import pytest
 
 from mixscribe.config import SplitConfig, load_synth_config
 from mixscribe.errors import MixscribeError
-from mixscribe.schema import table_to_clips
+from mixscribe.schema import SCHEMA_VERSION, table_to_clips
 from mixscribe.synth.pipeline import read_clips_table, run_synth
 
 
@@ -41,7 +41,7 @@ def test_manifest_describes_what_was_written(shards):
     out, m = shards
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["num_clips"] == 14 and sum(on_disk["rows_per_split"].values()) == 14
-    assert on_disk["schema_version"] == 1 and on_disk["fluidsynth_version"].startswith("2.")
+    assert on_disk["schema_version"] == SCHEMA_VERSION and on_disk["fluidsynth_version"].startswith("2.")
     assert set(on_disk["soundfonts"]) == {"timgm6mb", "csound_gmbank", "opl3_fm"}
     assert on_disk["config"]["generator"]["clip_frames"] == 256
     for f in on_disk["files"]:
@@ -176,8 +176,8 @@ def test_training_reads_one_split_and_refuses_bad_shards(shards, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
     manifest = json.loads((bad / "manifest.json").read_text())
-    (bad / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 2}))
-    with pytest.raises(ShardError, match="schema version 2, this mixscribe reads 1"):
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(ShardError, match=f"schema version {SCHEMA_VERSION + 1}, this mixscribe reads {SCHEMA_VERSION}"):
         load_split(str(bad), "train")
     (bad / "manifest.json").write_text(json.dumps(manifest))
     victim = bad / manifest["files"][0]["path"]

@@ -45,4 +45,6 @@ def test_schema_version_is_checked():
         check_schema(CLIP_SCHEMA.with_metadata({b"mixscribe.schema_version": b"99"}), "f.parquet")
     with pytest.raises(ShardError, match="not a mixscribe shard"):
         check_schema(pa.schema([("id", pa.string())]), "g.parquet")
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2  # 2 added stems' instrument_params: shard sets of version 1 are refused
+    with pytest.raises(ShardError, match="old.parquet: schema version 1, this mixscribe reads 2"):
+        check_schema(CLIP_SCHEMA.with_metadata({b"mixscribe.schema_version": b"1"}), "old.parquet")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixscribe.config import SPLITS, SynthConfig
+from mixscribe.config import PROCEDURAL_FAMILY, SPLITS, SynthConfig
 from mixscribe.errors import ConfigError
 from mixscribe.schema import HOP, SAMPLE_RATE, Clip, DroppedStem, Note, Stem, frame_to_seconds
 from mixscribe.synth.catalog import SoundFontEntry
@@ -55,21 +55,31 @@ def build_pools(
         raise ConfigError(f"config field synth.programs: GM program(s) {unpitched} have no definite pitch")
     held_sf, held_gm = cfg.splits.holdout_sf_family, set(cfg.splits.holdout_gm_families)
     pools: dict[str, list[Candidate]] = {s: [] for s in SPLITS}
+
+    def place(cand: Candidate, unseen_sf: bool) -> None:
+        unseen_gm = cand.gm_family in held_gm
+        if unseen_sf and not unseen_gm:
+            pools["unseen-soundfont"].append(cand)
+        elif unseen_gm and not unseen_sf:
+            pools["unseen-family"].append(cand)
+        elif not unseen_sf and not unseen_gm:
+            pools["train"].append(cand)
+            pools["valid"].append(cand)
+
     for entry in entries:
         table = renderer.presets(entry.id)
         for prog in programs:
             name = table.get((0, prog))
-            if name is None:
-                continue
-            cand = Candidate(Instrument(entry.id, 0, prog), entry.family, name, prog)
-            unseen_sf, unseen_gm = entry.family == held_sf, cand.gm_family in held_gm
-            if unseen_sf and not unseen_gm:
-                pools["unseen-soundfont"].append(cand)
-            elif unseen_gm and not unseen_sf:
-                pools["unseen-family"].append(cand)
-            elif not unseen_sf and not unseen_gm:
-                pools["train"].append(cand)
-                pools["valid"].append(cand)
+            if name is not None:
+                place(Candidate(Instrument(entry.id, 0, prog), entry.family, name, prog), entry.family == held_sf)
+    if cfg.procedural.enabled:
+        from mixscribe.synth.procedural import UNSEEN_BANK, pseudo_program
+
+        # Generated instruments of the unseen stream are held out like a held-out SoundFont family.
+        for (bank, index), name in sorted(renderer.presets(PROCEDURAL_FAMILY).items()):
+            cand = Candidate(Instrument(PROCEDURAL_FAMILY, bank, index), PROCEDURAL_FAMILY, name, pseudo_program(name))
+            if not cfg.programs or cand.gm_program in cfg.programs:
+                place(cand, held_sf == PROCEDURAL_FAMILY or bank == UNSEEN_BANK)
     for split, frac in cfg.splits.fractions.items():
         if frac > 0 and not pools[split]:
             raise ConfigError(
@@ -99,6 +109,12 @@ class ClipMaker:
             and c.gm_program not in used_programs
             and not (self.cfg.distinct_gm_family and c.gm_family in used_families)
         ]
+        share = self.cfg.procedural.share
+        if share > 0 and self.cfg.procedural.enabled:
+            generated = [c for c in options if c.sf_family == PROCEDURAL_FAMILY]
+            sampled = [c for c in options if c.sf_family != PROCEDURAL_FAMILY]
+            if generated and sampled:
+                options = generated if rng.random() < share else sampled
         return options[int(rng.integers(len(options)))] if options else None
 
     def make(self, index: int) -> Clip:
@@ -140,6 +156,7 @@ class ClipMaker:
                         gm_program=cand.gm_program,
                         gm_family=cand.gm_family,
                         gain=out.gain,
+                        instrument_params=self.renderer.params(cand.instrument),
                     )
                 )
                 notes.extend(

@@ -12,6 +12,7 @@ copied (a rename on an object store is a copy: a staging folder cost one copy pe
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from collections import Counter
@@ -60,6 +61,10 @@ class ShardRenderer:
         self.cfg = from_dict(SynthConfig, cfg)
         entries = catalog.select(tuple(soundfont_ids))
         self.renderer = FluidSynthRenderer(self.cfg.render, entries)
+        if self.cfg.procedural.enabled:
+            from mixscribe.synth.procedural import MixedRenderer, ProceduralRenderer
+
+            self.renderer = MixedRenderer(self.renderer, ProceduralRenderer(self.cfg.render, self.cfg.procedural))
         self.maker = ClipMaker(self.cfg, entries, self.renderer)
         self.fs, self.out_dir = resolve(out_dir) if out_dir else (None, None)
 
@@ -89,6 +94,7 @@ SUMMARY_SCHEMA = pa.schema(
         ("dropped", pa.list_(pa.string())),
         ("sha256", pa.string()),
         ("node", pa.string()),  # the Ray node that rendered it (the manifest counts shards per node)
+        ("generated", pa.map_(pa.string(), pa.string())),  # generated instrument id -> its parameters (JSON)
     ]
 )
 
@@ -112,6 +118,8 @@ def write_shard(fs: pafs.FileSystem, out_dir: str, start: int, table: pa.Table) 
                                                      table.column("sample_rate").to_pylist()))),  # fmt: skip
         "dropped": [d["reason"] for ds in table.column("dropped_stems").to_pylist() for d in ds],
         "sha256": hashlib.sha256(data).hexdigest(),
+        "generated": sorted({(s["preset_name"], s["instrument_params"]) for ss in table.column("stems").to_pylist()
+                             for s in ss if s["instrument_params"]}),  # fmt: skip
     }
 
 
@@ -315,6 +323,8 @@ def _summarise(summaries: list[dict]) -> dict:
         "empty_clips": int(sum(s["empty"] for s in summaries)),
         "hours": round(sum(s["seconds"] for s in summaries) / 3600, 4),
         "render_nodes": dict(sorted(Counter(s["node"] for s in summaries).items())),
+        # every generated instrument the set holds, with what re-renders it (ids are hashes of these)
+        "procedural_instruments": {k: json.loads(v) for s in summaries for k, v in s["generated"]},
         "files": files,
     }
 

@@ -46,6 +46,8 @@ class Renderer(Protocol):
 
     def render(self, instrument: Instrument, performance: Performance, num_samples: int) -> RenderedStem: ...
 
+    def params(self, instrument: Instrument) -> str: ...  # what re-renders a generated instrument; "" otherwise
+
 
 def _bind_float_writer():
     import fluidsynth
@@ -209,6 +211,9 @@ class FluidSynthRenderer:
         if rate != SAMPLE_RATE:
             mono = resample_poly(mono, SAMPLE_RATE, rate).astype(np.float32)
         return mono[:num_samples]
+
+    def params(self, instrument: Instrument) -> str:
+        return ""  # a SoundFont preset is named by (soundfont, bank, preset) alone
 
     def render(self, instrument: Instrument, perf: Performance, num_samples: int) -> RenderedStem:
         raw = self.render_raw(instrument, perf, num_samples)
