@@ -31,6 +31,7 @@ from mixscribe.schema import SAMPLE_RATE
 from mixscribe.synth.generator import Performance
 
 MAX_PARTIALS = 48
+PARTIAL_FLOOR_DB = -60.0  # partials this far below the strongest one are not rendered
 NYQUIST_FRACTION = 0.45
 KINDS = ("sustained", "plucked")
 
@@ -113,8 +114,9 @@ def instrument_set(seed: int, count: int, stream: str) -> list[ProceduralInstrum
     return [draw_instrument(np.random.default_rng([seed, salt, i])) for i in range(count)]
 
 
-def _partials(ins: ProceduralInstrument, f0: float, velocity: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies and levels of the partials of one note (fundamental exactly at f0); levels sum to 1."""
+def _partials(ins: ProceduralInstrument, f0: float, velocity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Partial numbers, frequencies and levels of one note (fundamental exactly at f0); levels sum to 1,
+    partials more than 60 dB below the strongest are left out."""
     k = np.arange(1, MAX_PARTIALS + 1, dtype=np.float64)
     freqs = k * f0 * np.sqrt(1 + ins.inharmonicity * k**2) / np.sqrt(1 + ins.inharmonicity)
     keep = freqs < NYQUIST_FRACTION * SAMPLE_RATE
@@ -126,33 +128,41 @@ def _partials(ins: ProceduralInstrument, f0: float, velocity: int) -> tuple[np.n
     for fc, bw, gain in zip(ins.formant_hz, ins.formant_bw_hz, ins.formant_db):
         level_db = level_db + gain / (1 + ((freqs - fc) / (bw / 2)) ** 2)  # a resonance's magnitude, in dB
     amps = 10 ** (level_db / 20)
-    return freqs, amps / amps.sum()  # partials can never add up past 1: no clipping before normalisation
+    audible = amps >= amps.max() * 10 ** (PARTIAL_FLOOR_DB / 20)  # skip what nobody hears (and nobody pays for)
+    k, freqs, amps = k[audible], freqs[audible], amps[audible]
+    return k, freqs, amps / amps.sum()  # partials can never add up past 1: no clipping before normalisation
+
+
+SWEEP_S = 0.3  # the brightness sweep reaches its full value this long after the onset
 
 
 def render_note(ins: ProceduralInstrument, pitch: int, velocity: int, duration_s: float, bend_cents: float,
                 rng: np.random.Generator) -> np.ndarray:  # fmt: skip
     """One note, key down for duration_s, followed by its release; float32 at SAMPLE_RATE."""
     f0 = 440.0 * 2 ** ((pitch - 69 + bend_cents / 100) / 12)
-    freqs, amps = _partials(ins, f0, velocity)
+    ks, freqs, amps = _partials(ins, f0, velocity)
     n_on = max(1, int(round(duration_s * SAMPLE_RATE)))
     n = n_on + int(round(ins.release_s * 4 * SAMPLE_RATE))
-    t = np.arange(n) / SAMPLE_RATE
+    t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
     vib_env = np.clip((t - ins.vibrato_delay_s) / 0.2, 0, 1)
     cents = ins.vibrato_cents * vib_env * np.sin(2 * np.pi * ins.vibrato_hz * t)
     phase = 2 * np.pi * np.cumsum(2 ** (cents / 1200)) / SAMPLE_RATE  # the fundamental's phase / f0
     start = rng.uniform(0, 2 * np.pi, len(freqs))
-    sweep = ins.sweep_db * np.clip(t / 0.3, 0, 1)  # dB per octave of partial number, reached at 0.3 s
-    octaves = np.log2(np.arange(1, len(freqs) + 1))
+    m = min(n, int(SWEEP_S * SAMPLE_RATE))
+    ramp = t[:m] / SWEEP_S
+    plucked = ins.kind == "plucked"
     out = np.zeros(n, np.float64)
-    if ins.kind == "plucked":
-        for j, (f, a) in enumerate(zip(freqs, amps)):
-            decay = np.exp(-t * (1 + ins.damping * j) / ins.decay_s)
-            out += a * 10 ** (sweep * octaves[j] / 20) * decay * np.sin(phase * f + start[j])
-        attack = np.clip(t / ins.attack_s, 0, 1)
-        env = attack * _release(t, n_on, ins.release_s)
+    for j, (k, f, a) in enumerate(zip(ks, freqs, amps)):
+        partial = np.sin(phase * f + start[j])
+        sweep_ln = np.log(10) / 20 * ins.sweep_db * np.log2(k)  # brightness sweep of this partial, in nepers
+        partial[:m] *= np.exp(sweep_ln * ramp)
+        partial[m:] *= np.exp(sweep_ln)
+        if plucked:  # high partials die first
+            partial *= np.exp(-t * (1 + ins.damping * (k - 1)) / ins.decay_s)
+        out += a * partial
+    if plucked:
+        env = np.clip(t / ins.attack_s, 0, 1) * _release(t, n_on, ins.release_s)
     else:
-        for j, (f, a) in enumerate(zip(freqs, amps)):
-            out += a * 10 ** (sweep * octaves[j] / 20) * np.sin(phase * f + start[j])
         env = _adsr(t, n_on, ins)
     tremolo = 1 - ins.tremolo_depth * 0.5 * (1 - np.cos(2 * np.pi * ins.tremolo_hz * t))
     noise_len = min(n, max(1, int(ins.noise_s * SAMPLE_RATE)))
