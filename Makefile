@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python benchmarks/transcribe_speed.py
 	$(BIN)/python benchmarks/frontend_speed.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/procedural_throughput.py
 	$(BIN)/python benchmarks/cluster_scaling.py
 
 # The wheel that cluster nodes install (cluster_configs/aws.yaml, local.yaml, Dockerfile).
