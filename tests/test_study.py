@@ -59,3 +59,69 @@ def test_two_fold_study_end_to_end(tmp_path):
     study = [x for x in runs if x.data.tags.get("mixscribe.stage") == "study"][0]
     folds = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == study.info.run_id]
     assert len(folds) == 2 and "study/tim/gap/note_f1" in study.data.metrics
+
+
+def test_arms_run_every_family_with_their_own_overrides():
+    cfg = StudyConfig(name="p", base="tiny", holdout_families=("opl3", "tim"),
+                      arms={"without": {}, "with": {"synth": {"procedural": {"seen_instruments": 40}}}})  # fmt: skip
+    assert cfg.folds() == [("without", "opl3"), ("without", "tim"), ("with", "opl3"), ("with", "tim")]
+    with_tim = fold_config(cfg, "tim", "with")
+    assert with_tim["synth"]["procedural"] == {"seen_instruments": 40}
+    assert with_tim["synth"]["splits"]["holdout_sf_family"] == "tim"
+    assert "procedural" not in fold_config(cfg, "tim", "without")["synth"]
+    assert StudyConfig(name="x").folds() == [("", "fluidr3"), ("", "tim"), ("", "opl3")]  # no arms: as before
+
+
+def test_arm_comparison_reports_each_arm_and_its_change():
+    from mixscribe.evaluate.study import arm_comparison
+
+    cfg = StudyConfig(name="p", holdout_families=("tim",), arms={"without": {}, "with": {}},
+                      compare_metrics=("note_f1",))  # fmt: skip
+    metrics = {
+        "without/tim": {"eval/valid/all/note_f1": 0.60, "eval/unseen-soundfont/all/note_f1": 0.30},
+        "with/tim": {"eval/valid/all/note_f1": 0.62, "eval/unseen-soundfont/all/note_f1": 0.45},
+    }
+    text = arm_comparison(cfg, metrics)
+    assert "| tim | valid | 60.0 | 62.0 | +2.0 |" in text
+    assert "| tim | unseen-soundfont | 30.0 | 45.0 | +15.0 |" in text
+    assert "| tim | gap (seen - unseen SoundFont) | 30.0 | 17.0 | -13.0 |" in text
+
+
+def test_bad_arms(tmp_path):
+    from mixscribe.errors import ConfigError
+
+    bad = tmp_path / "s.yaml"
+    bad.write_text("study:\n  arms: {only: {}}\n")
+    with pytest.raises(ConfigError, match="study.arms: needs at least two arms"):
+        load_study(str(bad))
+    bad.write_text("study:\n  arms: {'a b': {}, c: {}}\n")
+    with pytest.raises(ConfigError, match="study.arms: arm names"):
+        load_study(str(bad))
+    study = load_study("mixscribe/presets/study-procedural.yaml")
+    assert list(study.arms) == ["without", "with"]
+    proc = fold_config(study, study.holdout_families[0], "with")["synth"]["procedural"]
+    assert proc["seen_instruments"] > 0 and proc.get("unseen_instruments", 0) == 0  # same unseen set in both arms
+
+
+@pytest.mark.slow
+def test_two_arm_study_end_to_end(tmp_path):
+    """Without and with the procedural family on the tiny preset: two pipelines, arms.md, MLflow figures."""
+    from mlflow.tracking import MlflowClient
+
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text("study:\n  name: a\n  base: tiny\n  holdout_families: [opl3]\n  arms:\n    without: {}\n"
+                   "    with: {synth: {procedural: {seen_instruments: 40, share: 0.5}}}\n")  # fmt: skip
+    r = run_cli("study", str(cfg), "--workdir", str(tmp_path), env={"MLFLOW_TRACKING_URI": ""}, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    arms = (tmp_path / "a" / "arms.md").read_text()
+    assert "| opl3 | unseen-soundfont |" in arms and "with - without" in arms
+    client = MlflowClient(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("study-a").experiment_id])
+    study = [x for x in runs if x.data.tags.get("mixscribe.stage") == "study"][0]
+    assert {"study/with/opl3/valid/note_f1", "study/without/opl3/gap/sep_note_f1"} <= set(study.data.metrics)
+    import json
+
+    with_fold = json.loads((tmp_path / "a" / "a-with-holdout-opl3" / "shards" / "manifest.json").read_text())
+    without_fold = json.loads((tmp_path / "a" / "a-without-holdout-opl3" / "shards" / "manifest.json").read_text())
+    assert with_fold["procedural_instruments"] and all(k.startswith("proc-") for k in with_fold["procedural_instruments"])
+    assert without_fold["procedural_instruments"] == {}

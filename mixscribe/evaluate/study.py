@@ -2,7 +2,9 @@
 
 Each fold is a whole pipeline (synth -> train -> evaluate) whose declared `unseen-soundfont` split is one
 family, nested under the study's MLflow run; the study ends in a generalisation matrix (held-out family
-x evaluation set) with the seen-vs-unseen gap per fold, as a table, CSV and heat map. Re-running the
+x evaluation set) with the seen-vs-unseen gap per fold, as a table, CSV and heat map. With `arms`
+(configurations to compare, e.g. with and without the procedural family) every arm runs on every
+held-out family and `arms.md` gives each arm's figures and their change from the first arm. Re-running the
 same study resumes it: finished folds are skipped by the pipeline's own bookkeeping.
 """
 
@@ -27,12 +29,28 @@ class StudyConfig:
     experiment: str = ""  # default: study-NAME
     metric: str = "note_f1"  # the matrix's figure, averaged over K ("all")
     overrides: dict = field(default_factory=dict)  # deep-merged into every fold's config
+    # Configurations to compare, each deep-merged over the overrides and run on every held-out family
+    # (e.g. {without: {}, with: {synth: {procedural: {...}}}}); the first is the reference of the deltas.
+    arms: dict[str, dict] = field(default_factory=dict)
+    compare_metrics: tuple[str, ...] = ("note_f1", "sep_note_f1")  # the arm comparison's figures
 
     def validate(self) -> None:
         from mixscribe.config import _check
 
         _check(bool(self.name) and "/" not in self.name, "study.name", "needs a name without '/'")
         _check(len(self.holdout_families) >= 1, "study.holdout_families", "needs at least one family")
+        bad = [a for a in self.arms if not a or not all(c.isalnum() or c in "-_" for c in a)]
+        _check(not bad, "study.arms", f"arm names need letters, digits, - or _ only, got {bad}")
+        _check(len(self.arms) != 1, "study.arms", "needs at least two arms to compare (or none)")
+
+    def folds(self) -> list[tuple[str, str]]:
+        """(arm, held-out family) of every pipeline; arm "" when the study has no arms."""
+        return [(arm, fam) for arm in (list(self.arms) or [""]) for fam in self.holdout_families]
+
+
+def fold_label(arm: str, family: str) -> str:
+    """A matrix row and MLflow key part: the family, or arm/family."""
+    return f"{arm}/{family}" if arm else family
 
 
 def load_study(path: str) -> StudyConfig:
@@ -53,11 +71,12 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def fold_config(cfg: StudyConfig, family: str) -> dict:
-    """The base preset with this fold's held-out family and the study's experiment."""
+def fold_config(cfg: StudyConfig, family: str, arm: str = "") -> dict:
+    """The base preset with the study's overrides, the arm's, this fold's held-out family and the
+    study's experiment."""
     from mixscribe.config import load_preset
 
-    fold = _merge(load_preset(cfg.base), cfg.overrides)
+    fold = _merge(_merge(load_preset(cfg.base), cfg.overrides), cfg.arms.get(arm) or {})
     return _merge(fold, {"synth": {"splits": {"holdout_sf_family": family}},
                          "pipeline": {"experiment": cfg.experiment or f"study-{cfg.name}"}})  # fmt: skip
 
@@ -98,6 +117,26 @@ def matrix_from_metrics(fold_metrics: dict[str, dict[str, float]], metric: str) 
     return Matrix(metric, sets, rows)
 
 
+def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) -> str:
+    """Markdown: per metric, held-out family and set, each arm's figure and its change from the first
+    arm, then the same for the seen-vs-unseen gap."""
+    arms = list(cfg.arms)
+    parts = [f"Arm comparison (all K; change from `{arms[0]}`, in points).\n"]
+    for metric in cfg.compare_metrics:
+        head = ["held-out family", "set", *arms, *[f"{a} - {arms[0]}" for a in arms[1:]]]
+        lines = [f"**{metric}** (%)\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for fam in cfg.holdout_families:
+            matrices = {a: matrix_from_metrics({fam: fold_metrics[fold_label(a, fam)]}, metric) for a in arms}
+            sets = matrices[arms[0]].sets
+            for name in [*sets, "gap"]:
+                values = [m.gap(fam) if name == "gap" else m.rows[fam].get(name, float("nan")) for m in matrices.values()]
+                cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * (v - values[0]):+.1f}" for v in values[1:]]
+                label = "gap (seen - unseen SoundFont)" if name == "gap" else name
+                lines.append(f"| {fam} | {label} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
 def heatmap(matrix: Matrix, path: Path) -> Path:
     import numpy as np
 
@@ -134,25 +173,35 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
     sid = study.info.run_id
     if not existed:
         tracking.log_params(mlf, sid, {"study": {"base": cfg.base, "holdout_families": list(cfg.holdout_families),
-                                                 "metric": cfg.metric}})  # fmt: skip
+                                                 "metric": cfg.metric, "arms": list(cfg.arms)}})  # fmt: skip
     log(f"study {cfg.name}: MLflow run {sid} ({uri})")
     fold_metrics = {}
     try:
-        for fam in cfg.holdout_families:
-            path = root / "folds" / f"{fam}.yaml"
-            text = yaml.safe_dump(fold_config(cfg, fam), sort_keys=False)
+        for arm, fam in cfg.folds():
+            label = fold_label(arm, fam)
+            path = root / "folds" / f"{label.replace('/', '-')}.yaml"
+            text = yaml.safe_dump(fold_config(cfg, fam, arm), sort_keys=False)
             atomic_local_write(path, lambda tmp, text=text: tmp.write_text(text))
-            log(f"fold: hold out SoundFont family {fam!r}")
-            result = run_pipeline(str(path), workdir=str(root), name=f"{cfg.name}-holdout-{fam}", workers=workers,
-                                  log=log, parent_run_id=sid)  # fmt: skip
-            fold_metrics[fam] = result["metrics"]
+            log(f"fold: {'arm ' + repr(arm) + ', ' if arm else ''}hold out SoundFont family {fam!r}")
+            name = f"{cfg.name}-{arm}-holdout-{fam}" if arm else f"{cfg.name}-holdout-{fam}"
+            result = run_pipeline(str(path), workdir=str(root), name=name, workers=workers, log=log,
+                                  parent_run_id=sid)  # fmt: skip
+            fold_metrics[label] = result["metrics"]
     except BaseException:
         tracking.finish(mlf, sid, ok=False)
         raise
     matrix = matrix_from_metrics(fold_metrics, cfg.metric)
     paths = _write_matrix(matrix, root)
-    tracking.log_metrics(mlf, sid, {f"study/{f}/{s}/{cfg.metric}": v for f, r in matrix.rows.items() for s, v in r.items()}
-                         | {f"study/{f}/gap/{cfg.metric}": matrix.gap(f) for f in matrix.rows})  # fmt: skip
+    if cfg.arms:
+        text = arm_comparison(cfg, fold_metrics)
+        paths.append(atomic_local_write(root / "arms.md", lambda tmp: tmp.write_text(text)))
+        log(text)
+    figures = {}
+    for metric in dict.fromkeys([cfg.metric, *(cfg.compare_metrics if cfg.arms else ())]):
+        m = matrix if metric == cfg.metric else matrix_from_metrics(fold_metrics, metric)
+        figures |= {f"study/{f}/{s}/{metric}": v for f, r in m.rows.items() for s, v in r.items()}
+        figures |= {f"study/{f}/gap/{metric}": m.gap(f) for f in m.rows}
+    tracking.log_metrics(mlf, sid, figures)
     tracking.log_artifacts(mlf, sid, paths, "matrix")
     tracking.finish(mlf, sid)
     log(matrix.markdown())
