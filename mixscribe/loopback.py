@@ -3,7 +3,7 @@ each its own set of processes with its own ports, temp dir and resources, all on
 
 The cluster tests and benchmarks/cluster_scaling.py run on it: jobs go in through the job submission
 API exactly as on a cloud cluster, a node can be killed like a crashed machine, and `stop()` reports
-anything left running.
+anything left running. Needs psutil (the `test` extra) and, for `cores=`, taskset (util-linux).
 """
 
 from __future__ import annotations
