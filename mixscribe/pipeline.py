@@ -16,8 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixscribe.config import _check, from_dict, load_preset, to_dict
-from mixscribe.errors import MixscribeError
+from mixscribe.config import PROCEDURAL_FAMILY, _check, from_dict, load_preset, to_dict
+from mixscribe.errors import ConfigError, MixscribeError
 
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
 OUTPUT_TAG = "mixscribe.output"
@@ -28,11 +28,16 @@ class PipelineConfig:
     experiment: str = "mixscribe"
     num_clips: int = 48
     train_stages: tuple[str, ...] = ("amt", "encoder")
+    # Bach chorales (BACH10 instruments, rendered by the held-out SoundFont family) scored beside the
+    # synthetic sets, with the thresholds tuned on valid; 0: none.
+    chorales: int = 0
+    chorale_seconds: float = 30.0
 
     def validate(self) -> None:
         from mixscribe.train.steps import STAGES
 
         _check(self.num_clips >= 4, "pipeline.num_clips", "must be >= 4")
+        _check(self.chorales >= 0 and self.chorale_seconds >= 0, "pipeline.chorales", "must be >= 0")
         _check(bool(self.train_stages) and all(s in STAGES for s in self.train_stages), "pipeline.train_stages",
                f"each must be one of {list(STAGES)}")  # fmt: skip
 
@@ -67,7 +72,11 @@ def load_plan(spec: str, workers: int | None = None, num_clips: int | None = Non
     pipeline.validate()
     evaluate = from_dict(EvalConfig, dict(data.get("evaluate") or {}), prefix="evaluate.")
     evaluate.validate()
-    return Plan(pipeline, load_synth_config(spec), load_train_config(spec, workers=workers), evaluate)
+    synth = load_synth_config(spec)
+    if pipeline.chorales and synth.splits.holdout_sf_family == PROCEDURAL_FAMILY:
+        raise ConfigError("config field pipeline.chorales: the chorales are rendered by the held-out SoundFont "
+                          "family, and splits.holdout_sf_family is the procedural one")  # fmt: skip
+    return Plan(pipeline, synth, load_train_config(spec, workers=workers), evaluate)
 
 
 class _Stages:
@@ -135,6 +144,31 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
     tracking.finish(stages.mlf, pid)
     log(f"pipeline {name}: finished; model {checkpoint}")
     return {"run_id": pid, "checkpoint": checkpoint, "metrics": metrics}
+
+
+def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str, tuned, rid: str, log) -> dict:
+    """The chorale set (built once under the pipeline's folder) scored with the thresholds the synthetic
+    valid set chose: nothing about the chorales tunes anything."""
+
+    from mixscribe import tracking
+    from mixscribe.evaluate.chorales import ChoraleConfig, build_chorale_set
+    from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
+    from mixscribe.synth.pipeline import MANIFEST, read_manifest
+
+    data = root / "chorales"
+    if not (data / MANIFEST).exists():
+        cfg = ChoraleConfig(chorales=plan.pipeline.chorales, sf_family=plan.synth.splits.holdout_sf_family,
+                            max_seconds=plan.pipeline.chorale_seconds, seed=plan.synth.seed)  # fmt: skip
+        build_chorale_set(cfg, str(data), log=lambda m: log(f"    {m}"))
+    fixed = dataclasses.replace(tuned, sets=("chorales",), tune_on="", max_clips_per_set=0)
+    result = evaluate_checkpoint(checkpoint, str(data), fixed)
+    paths = write_report(result, str(root / "report-chorales"))
+    summary = result.summary()
+    tracking.log_metrics(stages.mlf, rid, summary)
+    tracking.log_shards_input(rid, stages.uri, str(data), "evaluation-chorales", read_manifest(str(data))[2])
+    tracking.log_artifacts(stages.mlf, rid, paths, "report-chorales")
+    log("    " + result.markdown().replace("\n", "\n    ").rstrip())
+    return summary
 
 
 def _run_stage(stages: _Stages, stage: str, log, body) -> str:
@@ -219,8 +253,10 @@ def _evaluate_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkp
         report = root / "report"
         paths = write_report(result, str(report))
         summary.update(tracking.log_evaluation(stages.mlf, stages.uri, rid, result, shards, paths))
-        tracking.log_metrics(stages.mlf, stages.parent.info.run_id, summary)  # pipelines compare on the parent
         log("    " + result.markdown().replace("\n", "\n    ").rstrip())
+        if plan.pipeline.chorales:
+            summary.update(_evaluate_chorales(stages, plan, root, checkpoint, result.config, rid, log))
+        tracking.log_metrics(stages.mlf, stages.parent.info.run_id, summary)  # pipelines compare on the parent
         return str(report)
 
     _run_stage(stages, "evaluate", log, body)

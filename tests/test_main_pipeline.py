@@ -65,10 +65,17 @@ def test_pipeline_logs_nested_runs_params_metrics_lineage_and_models(finished):
     eval_metrics = children["evaluate"].data.metrics
     assert "eval/valid/all/note_f1" in eval_metrics and "eval/unseen-soundfont/all/sep_note_f1" in eval_metrics
     assert parent[0].data.metrics["eval/valid/all/note_f1"] == eval_metrics["eval/valid/all/note_f1"]
-    # lineage: every stage saw the same shard set (same digest)
-    digests = {i.dataset.digest for x in children.values() for i in x.inputs.dataset_inputs}
-    contexts = {t.value for x in children.values() for i in x.inputs.dataset_inputs for t in i.tags}
-    assert len(digests) == 1 and {"synth-output", "training", "evaluation"} <= contexts
+    # the chorales (pipeline.chorales: 1 in tiny): 2-, 3- and 4-part mixtures, with the valid set's thresholds
+    assert {"eval/chorales/2mix/note_f1", "eval/chorales/4mix/sep_note_f1"} <= set(eval_metrics)
+    assert parent[0].data.metrics["eval/chorales/all/note_f1"] == eval_metrics["eval/chorales/all/note_f1"]
+    chorale_report = (workdir / "t1" / "report-chorales" / "summary.md").read_text()
+    params = children["evaluate"].data.params
+    assert f"onset {params['evaluate.onset_threshold']}, frame {params['evaluate.frame_threshold']}," in chorale_report
+    # lineage: every stage saw the same shard set (same digest); the chorales are a second input
+    inputs = [(i.dataset.digest, {t.value for t in i.tags}) for x in children.values() for i in x.inputs.dataset_inputs]
+    digests = {d for d, tags in inputs if "evaluation-chorales" not in tags}
+    contexts = set().union(*(tags for _, tags in inputs))
+    assert len(digests) == 1 and {"synth-output", "training", "evaluation", "evaluation-chorales"} <= contexts
     # the model: loadable through MLflow, as ONNX, and as a mixscribe checkpoint
     rid = children["train-encoder"].info.run_id
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
