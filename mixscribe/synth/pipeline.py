@@ -253,6 +253,9 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     return SynthResult(out=root, manifest=manifest)
 
 
+ACTOR_START_TIMEOUT_S = 600  # a node being provisioned by an autoscaler may take minutes
+
+
 def _render_to(out_dir: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float,
                resources: dict[str, float]) -> list[dict]:
     """Render every shard; progress is one bar over shards and clips as their summaries stream back.
@@ -265,6 +268,10 @@ def _render_to(out_dir: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
+    # Start only once every render actor is up: Ray otherwise starts them asynchronously, and on a
+    # cluster the first actor (its node already holding the job's working_dir) can render every shard
+    # of a small job before a second node has unpacked the runtime env (seen in CI: 6 shards, one node).
+    ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
 
     items = [{"start": a, "stop": b} for a, b in ranges]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
