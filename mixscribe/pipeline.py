@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mixscribe.config import PROCEDURAL_FAMILY, _check, from_dict, load_preset, to_dict
@@ -32,6 +32,9 @@ class PipelineConfig:
     # synthetic sets, with the thresholds tuned on valid; 0: none.
     chorales: int = 0
     chorale_seconds: float = 30.0
+    # Fields of the train section that differ per stage, e.g. {encoder: {epochs: 8}}: the frozen-AMT
+    # encoder stage converges in fewer epochs than the AMT stage.
+    stage_train: dict[str, dict] = field(default_factory=dict)
 
     def validate(self) -> None:
         from mixscribe.train.steps import STAGES
@@ -40,6 +43,10 @@ class PipelineConfig:
         _check(self.chorales >= 0 and self.chorale_seconds >= 0, "pipeline.chorales", "must be >= 0")
         _check(bool(self.train_stages) and all(s in STAGES for s in self.train_stages), "pipeline.train_stages",
                f"each must be one of {list(STAGES)}")  # fmt: skip
+        for stage, fields in self.stage_train.items():
+            _check(stage in self.train_stages, f"pipeline.stage_train.{stage}", "not one of pipeline.train_stages")
+            _check(isinstance(fields, dict), f"pipeline.stage_train.{stage}", "expected a mapping of train fields")
+            _check("stage" not in fields, f"pipeline.stage_train.{stage}.stage", "the stage is set by its key")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,16 @@ class Plan:
     synth: object
     train: object
     evaluate: object
+
+    def train_for(self, stage: str, init_checkpoint: str = ""):
+        """The train config of one stage: the train section, this stage's stage_train fields over it."""
+        from mixscribe.train.trainer import _validate
+
+        fields = {**to_dict(self.train), **self.pipeline.stage_train.get(stage, {}), "stage": stage,
+                  "init_checkpoint": init_checkpoint}  # fmt: skip
+        cfg = from_dict(type(self.train), fields, prefix="train.")
+        _validate(cfg)
+        return cfg
 
     def as_dict(self) -> dict:
         return {"pipeline": to_dict(self.pipeline), "synth": to_dict(self.synth), "train": to_dict(self.train),
@@ -76,7 +93,10 @@ def load_plan(spec: str, workers: int | None = None, num_clips: int | None = Non
     if pipeline.chorales and synth.splits.holdout_sf_family == PROCEDURAL_FAMILY:
         raise ConfigError("config field pipeline.chorales: the chorales are rendered by the held-out SoundFont "
                           "family, and splits.holdout_sf_family is the procedural one")  # fmt: skip
-    return Plan(pipeline, synth, load_train_config(spec, workers=workers), evaluate)
+    plan = Plan(pipeline, synth, load_train_config(spec, workers=workers), evaluate)
+    for stage in pipeline.train_stages:
+        plan.train_for(stage)  # every stage's fields checked before anything runs
+    return plan
 
 
 class _Stages:
@@ -218,7 +238,7 @@ def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: st
     from mixscribe.synth.pipeline import read_manifest
     from mixscribe.train.trainer import CHECKPOINT_FILE, run_training
 
-    cfg = dataclasses.replace(plan.train, stage=stage, init_checkpoint=init or "")
+    cfg = plan.train_for(stage, init or "")
 
     def body(rid: str) -> str:
         tracking.log_params(stages.mlf, rid, to_dict(cfg), prefix="train.")

@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from mixscribe.config import SynthConfig, available_presets, flatten, from_dict, load_synth_config, to_dict
 from mixscribe.errors import ConfigError
@@ -47,3 +48,20 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
         load_synth_config(str(bad))
     with pytest.raises(ConfigError, match="not found"):
         load_synth_config(str(tmp_path / "missing.yaml"))
+
+
+def test_pipeline_stage_train_overrides_one_stage_and_bad_fields_are_named(tmp_path):
+    from mixscribe.pipeline import load_plan
+
+    plan = load_plan("default")
+    assert plan.train_for("amt").epochs == plan.train.epochs == 16
+    assert plan.train_for("encoder").epochs == 8 and plan.train_for("encoder").lr == plan.train.lr
+    assert plan.train_for("encoder", "amt.pt").init_checkpoint == "amt.pt"
+    for stage_train, field in [({"joint": {"epochs": 2}}, "pipeline.stage_train.joint"),
+                               ({"encoder": {"epoch": 2}}, "train.epoch"),
+                               ({"encoder": {"epochs": 0}}, "train.epochs"),
+                               ({"encoder": {"stage": "amt"}}, "pipeline.stage_train.encoder.stage")]:  # fmt: skip
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({"pipeline": {"train_stages": ["amt", "encoder"], "stage_train": stage_train}}))
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            load_plan(str(path))

@@ -54,6 +54,9 @@ def test_pipeline_logs_nested_runs_params_metrics_lineage_and_models(finished):
     # params: the flattened config; tags: where the run came from
     assert parent[0].data.params["synth.generator.clip_frames"] == "256"
     assert parent[0].data.params["train.lr"] == "0.003" and parent[0].data.params["pipeline.num_clips"] == "16"
+    # pipeline.stage_train: the encoder stage trains with its own lr, the AMT stage with the section's
+    assert children["train-amt"].data.params["train.lr"] == "0.003"
+    assert children["train-encoder"].data.params["train.lr"] == "0.002"
     tags = children["train-amt"].data.tags
     assert len(tags["mixscribe.git_commit"]) == 40 and tags["mixscribe.fluidsynth_version"].startswith("2.")
     assert tags["mixscribe.ray_version"] == "2.60.0" and tags["mixscribe.ray_job_id"]
