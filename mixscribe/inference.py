@@ -1,9 +1,11 @@
 """Audio in, K note tracks out: the Python API behind `mixscribe transcribe`.
 
-Long audio runs in overlapping windows, so memory stays flat with file length: EnergyNorm's sigma comes
-from a first pass over the whole file (cheap: the octave-wise CQT alone), each window gets CQT context
-on both sides, and only its centre is kept. Timbre clustering runs once over the notes of the whole file,
-never per window (per-window assignment scatters one instrument over several tracks).
+Long audio runs in overlapping windows, so memory grows only by what the file's length must hold
+(audio, CQT power, posteriorgrams: ~150 MB per 10 minutes), never by the network's activations: the CQT
+runs once, window by window with audio context on both sides, into the file's power; EnergyNorm's sigma
+comes from it; each branch then reads windows of it with its receptive field as context and keeps the
+centre. Timbre clustering runs once over the notes of the whole file, never per window (per-window
+assignment scatters one instrument over several tracks).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mixscribe.schema import HOP, SAMPLE_RATE, Note
 
 WINDOW_FRAMES = 2048  # ~24 s kept per window
 CONTEXT_FRAMES = 160  # ~1.9 s of audio either side: more than half the lowest CQT kernel (1.6 s)
+NET_CONTEXT_FRAMES = 16  # CQT frames either side for the branches (receptive field: +-9 frames)
 MIN_SECONDS = 0.5
 
 
@@ -99,12 +102,12 @@ def _ort_model(model):
 
 
 class _Runner:
-    """Runs the model window by window on one file, with the file's EnergyNorm sigma."""
+    """Runs the model window by window on one file. The CQT runs once (with audio context at window
+    edges) into the file's power [288, T]; EnergyNorm's sigma comes from it, and the branches read
+    windows of it with only their receptive field as context."""
 
     def __init__(self, model, audio: np.ndarray, backend: str = "auto"):
         import torch
-
-        from mixscribe.model.frontend import power_of
 
         self.model = model
         self.ort = _ort_model(model) if backend in ("auto", "onnxruntime") else None
@@ -113,34 +116,38 @@ class _Runner:
         self.n_frames = len(audio) // HOP
         self.audio = audio[: self.n_frames * HOP]
         self.windows = _windows(self.n_frames)
-        energy = np.zeros(self.n_frames, np.float64)  # pass 0: frame energy, for sigma (CQT only)
+        self.power = np.zeros((model.cfg.n_bins, self.n_frames), np.float32)  # 60 MB per 10 minutes
         with torch.inference_mode():
-            for a, b, seg, off in self.segments():
-                p = power_of(model.cqt(torch.from_numpy(seg)[None]))[0].sum(0).double().numpy()
-                energy[a:b] = p[off : off + b - a]
+            for a, b in self.windows:
+                seg, off = _segment(self.audio, a, b)
+                self.power[:, a:b] = model.power(torch.from_numpy(seg)[None])[0, :, off : off + b - a].numpy()
+        energy = self.power.sum(axis=0, dtype=np.float64)
         self.sigma = np.array([energy.std(ddof=1) if self.n_frames > 1 else 0.0], np.float32)
 
     def segments(self):
+        """(a, b, power of frames [a - C, b + C) within the file, offset of frame a in it)."""
         for a, b in self.windows:
-            seg, off = _segment(self.audio, a, b)
-            yield a, b, seg, off
+            lo, hi = max(a - NET_CONTEXT_FRAMES, 0), min(b + NET_CONTEXT_FRAMES, self.n_frames)
+            yield a, b, np.ascontiguousarray(self.power[None, :, lo:hi]), a - lo
 
-    def amt(self, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def amt(self, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         if self.ort is not None:
-            return tuple(self.ort.amt(seg[None], self.sigma))
+            return tuple(self.ort.amt(power, self.sigma))
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(seg)[None], sigma=torch.from_numpy(self.sigma), with_embedding=False)
-        return out.frame.numpy(), out.onset.numpy()
+            x = self.model.features_from_power(torch.from_numpy(power), torch.from_numpy(self.sigma))
+            frame, onset = self.model.amt(x)
+        return frame.numpy(), onset.numpy()
 
-    def embed(self, seg: np.ndarray) -> np.ndarray:
+    def embed(self, power: np.ndarray) -> np.ndarray:
         import torch
 
         if self.ort is not None:
-            return self.ort.embed(seg[None], self.sigma)
+            return self.ort.embed(power, self.sigma)
         with torch.inference_mode():
-            return self.model.embed(torch.from_numpy(seg)[None], torch.from_numpy(self.sigma)).numpy()
+            x = self.model.features_from_power(torch.from_numpy(power), torch.from_numpy(self.sigma))
+            return self.model.encoder(x).numpy()
 
     def posteriorgrams(self) -> tuple[np.ndarray, np.ndarray]:
         """Pass 1: Y_F, Y_O [84, T] (float32: 35 MB per 10 minutes)."""
@@ -209,8 +216,8 @@ def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int 
 
 def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: DecodeParams = DecodeParams(),
                      backend: str = "auto") -> Transcription:  # fmt: skip
-    """Two passes over the windows: posteriorgrams -> notes, then embeddings pooled into the notes.
-    Memory: the audio, Y_F/Y_O and one window, whatever the file's length."""
+    """The CQT once, then two passes over its windows: posteriorgrams -> notes, then embeddings pooled
+    into the notes. Memory: the audio, its CQT power, Y_F/Y_O and one window's activations."""
     if k is not None and k < 1:
         raise TranscribeError(f"K must be >= 1, got {k}")
     runner = _Runner(model, audio, backend)

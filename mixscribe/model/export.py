@@ -16,7 +16,8 @@ from torch import nn
 OUTPUTS = ["frame", "onset", "embedding"]
 
 
-PART_OUTPUTS = {"all": OUTPUTS, "amt": ["frame", "onset"], "encoder": ["embedding"]}
+PART_OUTPUTS = {"all": OUTPUTS, "amt": ["frame", "onset"], "encoder": ["embedding"],
+                "amt-power": ["frame", "onset"], "encoder-power": ["embedding"]}
 
 
 class _Graph(nn.Module):
@@ -26,6 +27,10 @@ class _Graph(nn.Module):
 
     def forward(self, audio: torch.Tensor, sigma: torch.Tensor | None = None):
         sigma = sigma if self.external_sigma else None
+        if self.part == "amt-power":  # input: CQT power [1, 288, T] (the CQT was run once per file)
+            return self.model.amt(self.model.features_from_power(audio, sigma))
+        if self.part == "encoder-power":
+            return self.model.encoder(self.model.features_from_power(audio, sigma))
         if self.part == "amt":
             return self.model.amt(self.model.features(audio, sigma))
         if self.part == "encoder":
@@ -35,18 +40,21 @@ class _Graph(nn.Module):
 
 
 def export_onnx_bytes(model: nn.Module, external_sigma: bool = False, part: str = "all") -> bytes:
-    """part: "all" (the user-facing graph), "amt" (frame, onset) or "encoder" (embedding)."""
+    """part: "all" (the user-facing graph), "amt" (frame, onset) or "encoder" (embedding) from audio;
+    "amt-power" / "encoder-power" from CQT power (input "power" [1, 288, T]; sigma required)."""
     graph = _Graph(model, external_sigma, part).eval()
-    audio = torch.randn(1, 256 * 64)
-    args = (audio, torch.ones(1)) if external_sigma else (audio,)
-    inputs = ["audio", "sigma"] if external_sigma else ["audio"]
+    from_power = part.endswith("-power")
+    first = torch.rand(1, model.cfg.n_bins, 64) if from_power else torch.randn(1, 256 * 64)
+    args = (first, torch.ones(1)) if external_sigma else (first,)
+    inputs = ["power" if from_power else "audio"] + (["sigma"] if external_sigma else [])
     outputs = PART_OUTPUTS[part]
     frames = {3: "frames"}
+    audio_axes = {inputs[0]: {2: "frames"} if from_power else {1: "samples"}}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is chatty about constant folding
         torch.onnx.export(graph, args, buf, input_names=inputs, output_names=outputs, opset_version=17,
-                          dynamic_axes={"audio": {1: "samples"}, **{o: frames for o in outputs}},
+                          dynamic_axes={**audio_axes, **{o: frames for o in outputs}},
                           dynamo=False)  # fmt: skip
     return buf.getvalue()
 
@@ -62,8 +70,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, external_sigma: bool 
 
 class OrtModel:
     """The two branches run by onnxruntime (about 1.5x faster than eager torch on 2 CPU cores:
-    benchmarks/frontend_speed.py); same
-    outputs to ~1e-5. Separate graphs, because transcription runs them in separate passes."""
+    benchmarks/frontend_speed.py); same outputs to ~1e-5. Separate graphs from CQT power, because
+    transcription computes the CQT once per file and runs the branches in separate passes."""
 
     def __init__(self, model: nn.Module, threads: int | None = None):
         import onnxruntime as ort
@@ -72,11 +80,11 @@ class OrtModel:
         opts.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
         opts.log_severity_level = 3
         opts.enable_cpu_mem_arena = False  # the arena keeps each window's peak; long files want it freed
-        self.amt_session = ort.InferenceSession(export_onnx_bytes(model, True, "amt"), opts)
-        self.encoder_session = ort.InferenceSession(export_onnx_bytes(model, True, "encoder"), opts)
+        self.amt_session = ort.InferenceSession(export_onnx_bytes(model, True, "amt-power"), opts)
+        self.encoder_session = ort.InferenceSession(export_onnx_bytes(model, True, "encoder-power"), opts)
 
-    def amt(self, audio, sigma):
-        return self.amt_session.run(None, {"audio": audio, "sigma": sigma})
+    def amt(self, power, sigma):
+        return self.amt_session.run(None, {"power": power, "sigma": sigma})
 
-    def embed(self, audio, sigma):
-        return self.encoder_session.run(None, {"audio": audio, "sigma": sigma})[0]
+    def embed(self, power, sigma):
+        return self.encoder_session.run(None, {"power": power, "sigma": sigma})[0]

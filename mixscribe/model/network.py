@@ -143,10 +143,17 @@ class TwoBranchModel(nn.Module):
         self.amt = AMTBranch(cfg)
         self.encoder = TimbreEncoder(cfg)
 
+    def power(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, n] -> CQT power [B, 288, T], T = n // hop."""
+        n = audio.shape[-1] - audio.shape[-1] % self.cfg.hop
+        return power_of(self.cqt(audio[..., :n].float()))
+
     def features(self, audio: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """audio [B, n] -> stacked features [B, 8, 252, T]."""
-        n = audio.shape[-1] - audio.shape[-1] % self.cfg.hop
-        power = power_of(self.cqt(audio[..., :n].float()))
+        return self.features_from_power(self.power(audio), sigma)
+
+    def features_from_power(self, power: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """CQT power [B, 288, T] -> stacked features: long files compute the CQT once and window this."""
         return self.stack(self.norm(power, sigma))
 
     def forward(self, audio: torch.Tensor, sigma: torch.Tensor | None = None, with_embedding: bool = True) -> ModelOutput:
