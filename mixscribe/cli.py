@@ -88,14 +88,14 @@ def _cmd_soundfonts(args: argparse.Namespace) -> int:
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
     from mixscribe.errors import MixscribeError
-    from mixscribe.evaluate.decode import DecodeParams
     from mixscribe.model import load_model
     from mixscribe.outputs import FORMATS, write_csv, write_json, write_midi, write_png
     from mixscribe.schema import HOP, SAMPLE_RATE
-    from mixscribe.inference import TranscribeError, load_audio, transcribe_audio
+    from mixscribe.inference import TranscribeError, default_params, load_audio, transcribe_audio
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
@@ -113,8 +113,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         raise MixscribeError(f"{out}: output folder is not writable ({exc.strerror})") from exc
     audios = [(Path(a), load_audio(a)) for a in args.audio]  # every input checked before any work
     model = load_model(args.checkpoint)
-    params = DecodeParams(onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
-                          min_note_frames=args.min_note_ms / 1000 * SAMPLE_RATE / HOP)  # fmt: skip
+    given = {"onset_threshold": args.onset_threshold, "frame_threshold": args.frame_threshold,
+             "min_note_frames": None if args.min_note_ms is None else args.min_note_ms / 1000 * SAMPLE_RATE / HOP}
+    params = dataclasses.replace(default_params(model), **{k: v for k, v in given.items() if v is not None})
     from tqdm import tqdm
 
     for path, audio in tqdm(audios, desc="transcribing", unit="file", disable=len(audios) < 2):
@@ -131,6 +132,14 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             written.append(write_png(result.notes, result.k, result.frame, stem.with_suffix(".png"), path.name))
         how = "estimated" if result.k_estimated else "given"
         print(f"{path}: {len(result.notes)} notes in {result.k} tracks (K {how}) -> {', '.join(map(str, written))}")
+    return 0
+
+
+def _cmd_package_model(args: argparse.Namespace) -> int:
+    from mixscribe.model.checkpoint import package_model
+
+    pt, onnx = package_model(args.checkpoint, args.report, args.output)
+    print(f"wrote {pt} ({pt.stat().st_size / 1e3:.0f} kB) and {onnx} ({onnx.stat().st_size / 1e3:.0f} kB)")
     return 0
 
 
@@ -414,10 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate; mono or stereo)")
     p.add_argument("-k", type=int, default=None, help="number of timbres (default: estimated)")
     p.add_argument("-o", "--output-dir", default=".", help="output folder (default: .)")
-    p.add_argument("--checkpoint", default=None, help="model checkpoint (.pt)")
-    p.add_argument("--onset-threshold", type=float, default=0.5)
-    p.add_argument("--frame-threshold", type=float, default=0.3)
-    p.add_argument("--min-note-ms", type=float, default=87.1, help="minimum note length (default: 7.5 frames)")
+    p.add_argument("--checkpoint", default=None, help="model checkpoint (.pt; default: the shipped model)")
+    p.add_argument("--onset-threshold", type=float, default=None, help="default: the model's (tuned on validation)")
+    p.add_argument("--frame-threshold", type=float, default=None, help="default: the model's")
+    p.add_argument("--min-note-ms", type=float, default=None, help="minimum note length (default: the model's)")
     p.add_argument("--format", default="mid", help="comma-separated: mid,csv,json,png (default: mid)")
     p.set_defaults(func=_cmd_transcribe)
 
@@ -426,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="mixscribe.onnx")
     p.add_argument("--external-sigma", action="store_true", help="take EnergyNorm's sigma as a second input")
     p.set_defaults(func=_cmd_export_onnx)
+
+    p = sub.add_parser("package-model", help="a checkpoint + the thresholds its evaluation tuned -> a shippable model")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--report", required=True, help="evaluation report folder (its metrics.json holds the thresholds)")
+    p.add_argument("-o", "--output", required=True, help="model file (.pt); its ONNX graph is written beside it")
+    p.set_defaults(func=_cmd_package_model)
 
     p = sub.add_parser("soundfonts", help="install, list, verify the catalog; measure sample overlap")
     p.add_argument("action", choices=["install", "list", "verify", "overlap"])

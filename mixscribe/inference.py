@@ -214,12 +214,18 @@ def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int 
     return _tracks(raw, u, k)
 
 
-def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: DecodeParams = DecodeParams(),
+def default_params(model) -> DecodeParams:
+    """The thresholds stored with the model (tuned on its validation set), else the spec's defaults."""
+    return getattr(model, "decode_params", None) or DecodeParams()
+
+
+def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: DecodeParams | None = None,
                      backend: str = "auto") -> Transcription:  # fmt: skip
     """The CQT once, then two passes over its windows: posteriorgrams -> notes, then embeddings pooled
     into the notes. Memory: the audio, its CQT power, Y_F/Y_O and one window's activations."""
     if k is not None and k < 1:
         raise TranscribeError(f"K must be >= 1, got {k}")
+    params = params or default_params(model)
     runner = _Runner(model, audio, backend)
     frame, onset = runner.posteriorgrams()
     raw = create_notes(frame, onset, params)
@@ -230,8 +236,9 @@ def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: Dec
 
 
 def transcribe(audio_or_path, sr: int | None = None, k: int | None = None, checkpoint: str | None = None,
-               model=None, params: DecodeParams = DecodeParams()) -> list[Note]:  # fmt: skip
-    """Notes of every timbre; Note.stem is the track (0..K-1). K is estimated when not given."""
+               model=None, params: DecodeParams | None = None) -> list[Note]:  # fmt: skip
+    """Notes of every timbre; Note.stem is the track (0..K-1). K is estimated when not given.
+    No checkpoint and no model: the shipped default model, with its stored thresholds."""
     from mixscribe.model import load_model
 
     if isinstance(audio_or_path, (str, os.PathLike)):

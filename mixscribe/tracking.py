@@ -140,7 +140,6 @@ def log_shards_input(run_id: str, uri: str, shards: str, context: str, manifest:
     import json
     import warnings
 
-    import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
@@ -153,9 +152,10 @@ def log_shards_input(run_id: str, uri: str, shards: str, context: str, manifest:
         source = resolve_dataset_source(shards if "://" in shards else Path(root).as_uri())
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
     dataset = MetaDataset(source=source, name=Path(root).name, digest=digest)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_input(dataset, context=context)
+    # Through the client: a fluent `with start_run(run_id)` would mark the still-running stage FINISHED.
+    from mlflow.tracking.fluent import _create_dataset_input
+
+    client(uri).log_inputs(run_id, datasets=[_create_dataset_input(dataset, context, None)])
 
 
 def log_artifacts(mlf, run_id: str, paths, artifact_path: str) -> None:

@@ -113,6 +113,8 @@ def test_interrupted_pipeline_resumes_without_duplicate_runs(tmp_path):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         time.sleep(0.5)
     assert any(ray_dir.glob("checkpoint_*")), "training never wrote a checkpoint"
+    live = {x.data.tags["mixscribe.stage"]: x.info.status for x in runs_of(mlflow_client(tmp_path), "t2")}
+    assert live["train-amt"] == live["pipeline"] == "RUNNING", live  # logging lineage must not end the run
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode != 0, out[-2000:]

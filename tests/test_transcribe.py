@@ -220,3 +220,32 @@ def test_two_pass_pooling_equals_dense_pooling(model, monkeypatch):
     _, _, emb = tr.run_model(model, audio, backend="torch")
     dense = pool_note_embeddings(notes, frame, emb)
     np.testing.assert_allclose(runner.pooled_embeddings(notes, frame, 1.0), dense, atol=2e-3)
+
+
+def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
+    """package-model stores the thresholds an evaluation tuned; transcribe uses them unless told otherwise."""
+    from mixscribe.inference import load_audio, transcribe_audio
+    from mixscribe.model import load_model
+
+    _, path = duet
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
+                                                                "tune_on": "valid"}, "tuned": None}))  # fmt: skip
+    r = run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o", str(tmp_path / "m.pt"))
+    assert r.returncode == 0, r.stderr
+    packaged = load_model(tmp_path / "m.pt")
+    assert (packaged.decode_params.onset_threshold, packaged.decode_params.frame_threshold) == (0.8, 0.7)
+    assert load_model(GOLDEN).decode_params is None
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000
+    want = len(transcribe_audio(load_model(GOLDEN), load_audio(path), k=2, params=GOLDEN_PARAMS).notes)
+    for args, n in ((), want), (("--frame-threshold", "0.9"), None):
+        r = run_cli("transcribe", str(path), "-k", "2", "-o", str(tmp_path / "o"), "--checkpoint",
+                    str(tmp_path / "m.pt"), "--format", "json", *args)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        got = len(json.loads((tmp_path / "o" / "duet.json").read_text())["notes"])
+        assert (got == n) if n is not None else (got < want), (got, n, want)  # higher frame threshold: fewer notes
+    (report / "metrics.json").write_text("{}")
+    one_line_error(run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o",
+                           str(tmp_path / "x.pt")), "metrics.json", "not an evaluation report")  # fmt: skip
+    assert not (tmp_path / "x.pt").exists()

@@ -16,6 +16,9 @@ from mixscribe.errors import MixscribeError
 
 FORMAT = "mixscribe-checkpoint"
 FORMAT_VERSION = 1
+# The default model, trained by this platform (docs/model-card.md), shipped in the package.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
+DEFAULT_ONNX = DEFAULT_CHECKPOINT.with_suffix(".onnx")
 
 
 class CheckpointError(MixscribeError):
@@ -64,11 +67,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_model(path: str | os.PathLike | None = None):
-    """Rebuild the model a checkpoint describes, in eval mode."""
+    """Rebuild the model a checkpoint describes, in eval mode; no path: the shipped default model.
+    `model.decode_params` holds the decoding thresholds stored with it (tuned on validation), or None."""
     from mixscribe.model.network import TwoBranchModel
 
     if path is None:
-        raise CheckpointError("no checkpoint given and no default model is shipped yet (issue 7): pass --checkpoint")
+        if not DEFAULT_CHECKPOINT.is_file():
+            raise CheckpointError(f"{DEFAULT_CHECKPOINT}: the default model is missing from this install: pass --checkpoint")
+        path = DEFAULT_CHECKPOINT
     payload = load_checkpoint(path)
     cfg = from_dict(ModelConfig, payload["model_config"], prefix="model.")
     model = TwoBranchModel(cfg)
@@ -76,4 +82,43 @@ def load_model(path: str | os.PathLike | None = None):
     missing = [k for k in missing if not k.startswith("cqt.")]  # fixed kernels are rebuilt, not stored
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.decode_params = _decode_params(payload, path)
     return model.eval()
+
+
+def _decode_params(payload: dict, path) -> object:
+    from mixscribe.evaluate.decode import DecodeParams
+
+    stored = (payload.get("extra") or {}).get("decode")
+    if not stored:
+        return None
+    try:
+        return from_dict(DecodeParams, stored, prefix="decode.")
+    except MixscribeError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+
+
+def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
+    """A model to ship: the checkpoint's weights and config, the decoding thresholds its evaluation
+    tuned on validation (report/metrics.json), where it came from; and its ONNX graph beside it."""
+    import hashlib
+    import json
+
+    from mixscribe.model.export import export_onnx
+
+    payload = load_checkpoint(checkpoint)
+    metrics = Path(report) / "metrics.json"
+    try:
+        evaluation = json.loads(metrics.read_text())
+        decode = {k: float(evaluation["config"][k]) for k in ("onset_threshold", "frame_threshold")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{metrics}: not an evaluation report with thresholds ({type(exc).__name__})") from exc
+    model = load_model(checkpoint)
+    extra = dict(payload.get("extra") or {})
+    extra["decode"] = decode
+    extra["packaged_from"] = {"checkpoint": Path(checkpoint).name,
+                              "sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
+                              "thresholds_tuned_on": evaluation["config"].get("tune_on", ""),
+                              "tuning": evaluation.get("tuned")}  # fmt: skip
+    pt = save_checkpoint(model, out, extra=extra)
+    return pt, export_onnx(model, pt.with_suffix(".onnx"))
