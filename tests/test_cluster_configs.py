@@ -175,5 +175,7 @@ def test_the_wheel_nodes_install_carries_catalog_and_presets(tmp_path):
     wheel = tmp_path / WHEEL  # the file name the configs install
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"mixscribe/synth/catalog.toml", "mixscribe/presets/full.yaml", "mixscribe/loopback.py"} <= names
+    # the default model: `pip install mixscribe` then `mixscribe transcribe song.wav -k 3` needs no download
+    assert {"mixscribe/weights/default.pt", "mixscribe/weights/default.onnx", "mixscribe/presets/default.yaml"} <= names
     packaged = zipfile.ZipFile(wheel).read("mixscribe/synth/catalog.toml").decode()
     assert packaged == (ROOT / "soundfonts" / "catalog.toml").read_text()  # a copy, not a dangling link
