@@ -197,10 +197,11 @@ def _check_k(k: int | None, n_notes: int, strict_k: bool) -> None:
         raise TranscribeError(f"K = {k} is larger than the {n_notes} notes found")
 
 
-def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None) -> tuple[list[Note], int]:
+def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None,
+            params: DecodeParams = DecodeParams()) -> tuple[list[Note], int]:  # fmt: skip
     if u is None or k == 1 or not raw:
         return [n.to_note(0) for n in raw], k or 1
-    labels, k_used = cluster_notes(u, k)
+    labels, k_used = cluster_notes(u, k, params.max_k, sharpness=params.k_sharpness)
     return [n.to_note(int(t)) for n, t in zip(raw, labels)], k_used
 
 
@@ -211,7 +212,7 @@ def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int 
     raw = create_notes(frame, onset, params)
     _check_k(k, len(raw), strict_k)
     u = pool_note_embeddings(raw, frame, emb, params.pool_power) if emb is not None and k != 1 and raw else None
-    return _tracks(raw, u, k)
+    return _tracks(raw, u, k, params)
 
 
 def default_params(model) -> DecodeParams:
@@ -231,7 +232,7 @@ def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: Dec
     raw = create_notes(frame, onset, params)
     _check_k(k, len(raw), strict_k=True)
     u = runner.pooled_embeddings(raw, frame, params.pool_power) if k != 1 and raw else None
-    notes, k_used = _tracks(raw, u, k)
+    notes, k_used = _tracks(raw, u, k, params)
     return Transcription(notes, k_used, k is None, len(audio) / SAMPLE_RATE, frame, onset)
 
 

@@ -69,3 +69,19 @@ def test_shipped_model_separates_an_unseen_soundfont_duet(shipped):
     assert agnostic >= NOTE_F_FLOOR, f"note F {agnostic:.3f} < {NOTE_F_FLOOR}"
     assert separated >= SEP_NOTE_F_FLOOR, f"separated note F {separated:.3f} < {SEP_NOTE_F_FLOOR}"
 
+
+
+def test_golden_output_of_the_shipped_model(shipped):
+    """The shipped weights and the decoding path together: the same notes, pitches and tracks as when
+    the weights were packaged (tests/data/make_golden.py regenerates them, on purpose only)."""
+    import json
+
+    from mixscribe.inference import transcribe_audio
+    from tests.test_transcribe import DATA
+
+    audio, _ = render_duet()
+    got = {(round(n.onset, 2), n.pitch, n.stem) for n in transcribe_audio(shipped, audio, k=2).notes}
+    want = {(round(o, 2), p, s) for o, _, p, _, s in json.loads((DATA / "golden_default_notes.json").read_text())}
+    assert len(want) >= 10
+    overlap = len(got & want) / max(len(got | want), 1)
+    assert overlap >= 0.95, f"golden notes changed: {len(got)} now, {len(want)} expected, {overlap:.2%} shared"

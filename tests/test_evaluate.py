@@ -4,6 +4,7 @@ and its bad-input errors (before any work starts)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -71,7 +72,10 @@ def test_evaluate_cli_logs_to_a_real_mlflow_server(shards, mlflow_server, tmp_pa
     r = run_cli("evaluate", "--checkpoint", str(GOLDEN), "--data", shards, "--config", "tiny", "--out", str(out),
                 "--experiment", "eval-http", "--k", "auto", env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| valid (tuning set) | all |" in r.stdout and "K auto" in r.stdout
+    assert "| valid (tuning set) | all |" in r.stdout and "K auto (eigengap, sharpness " in r.stdout
+    tuned = json.loads((out / "metrics.json").read_text())
+    assert tuned["config"]["k_sharpness"] == tuned["tuned"]["k_sharpness"]  # tuned on valid, then used
+    assert 0 <= tuned["tuned"]["k_accuracy"] <= 1
     figures = {"bars_per_set.png", "per_k.png", "clip_best.png", "clip_worst.png"}
     assert {p.name for p in out.iterdir()} >= {"summary.md", "clips.csv", "metrics.json"} | figures
     assert "![per_k.png](per_k.png)" in (out / "summary.md").read_text()

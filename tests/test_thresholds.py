@@ -54,3 +54,22 @@ def test_coarse_to_fine_search_zooms_in():
     best, _ = _search(score)
     assert abs(best - 0.4321) < 0.01
     assert len(calls) > 10  # more than the coarse grid
+
+
+def test_k_sharpness_is_the_one_that_gets_k_right_most_often():
+    """Tight groups are told apart at any sharpness; loose ones only by a sharp affinity. The tuner
+    picks the grid value with the best K accuracy on the clips it is given (smallest on ties)."""
+    from mixscribe.evaluate.decode import estimate_k
+    from mixscribe.evaluate.thresholds import SHARPNESS_GRID, tune_k_sharpness
+    from tests.test_decode import clustered_embeddings
+
+    clips = []
+    for seed in range(12):
+        k = 1 + seed % 4
+        u, _ = clustered_embeddings(k, n=40, spread=0.3, seed=seed)
+        clips.append((u, k))
+    sharpness, accuracy = tune_k_sharpness(clips)
+    per_value = {s: np.mean([estimate_k(u, 8, s) == k for u, k in clips]) for s in SHARPNESS_GRID}
+    assert accuracy == max(per_value.values()) == per_value[sharpness]
+    assert sharpness == min(s for s, a in per_value.items() if a == accuracy)
+    assert min(per_value.values()) < accuracy  # the choice matters on these clips

@@ -22,6 +22,8 @@ class DecodeParams:
     peak_axis: str = "time"  # "pitch" reproduces the reference bug (§11)
     normalise: bool = True  # divide Y_F, Y_O by their maxima first
     pool_power: float = 1.0  # note embedding weights Y_F ** pool_power (1: paper, 2: browser app)
+    k_sharpness: float = 10.0  # K estimate's affinity exp(s (cos - 1)); tuned on validation with the thresholds
+    max_k: int = 8  # the K estimate's upper bound
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,8 @@ def estimate_k(u: np.ndarray, max_k: int = 8, sharpness: float = 10.0) -> int:
 MAX_DENSE_NOTES = 3000  # a dense n x n affinity beyond this costs > 70 MB and O(n^3) eigen-work
 
 
-def cluster_notes(u: np.ndarray, k: int | None, max_k: int = 8, seed: int = 0) -> tuple[np.ndarray, int]:
+def cluster_notes(u: np.ndarray, k: int | None, max_k: int = 8, seed: int = 0,
+                  sharpness: float = 10.0) -> tuple[np.ndarray, int]:  # fmt: skip
     """Track labels for notes by spectral clustering on exp(cos); K estimated when not given.
 
     Long files: the clustering (and the K estimate) runs on a seeded sample of MAX_DENSE_NOTES notes,
@@ -162,7 +165,7 @@ def cluster_notes(u: np.ndarray, k: int | None, max_k: int = 8, seed: int = 0) -
         return np.zeros(0, int), k or 0
     sample = np.sort(np.random.default_rng(seed).choice(n, MAX_DENSE_NOTES, replace=False)) if n > MAX_DENSE_NOTES else None
     core = u if sample is None else u[sample]
-    k = estimate_k(core, max_k) if k is None else k
+    k = estimate_k(core, max_k, sharpness) if k is None else k
     if k <= 1:
         return np.zeros(n, int), 1
     if n <= k:

@@ -31,6 +31,7 @@ class EvalConfig:
     clips_per_task: int = 4
     task_cpus: float = 0.5
     tune_on: str = "valid"  # set whose clips tune the thresholds before any scoring; "" keeps them fixed
+    k_sharpness: float = 10.0  # the K estimate's affinity sharpness (tuned with the thresholds when K is auto)
 
     def validate(self) -> None:
         from mixscribe.config import _check
@@ -69,8 +70,12 @@ class EvalResult:
                if self.tuned else "fixed (not tuned)")  # fmt: skip
         if self.label:
             how += f"; {self.label}"
+        k_how = self.config.k_mode
+        if self.config.k_mode == "auto":
+            k_how += f" (eigengap, sharpness {self.config.k_sharpness}"
+            k_how += f", {100 * self.tuned.k_accuracy:.1f} % right on the tuning set)" if self.tuned and self.tuned.k_accuracy is not None else ")"
         lines = [f"Thresholds: onset {self.config.onset_threshold}, frame {self.config.frame_threshold}, {how}; "
-                 f"K {self.config.k_mode}.", "",
+                 f"K {k_how}.", "",
                  "| set | mix | clips | " + " | ".join(TABLE_METRICS) + " |",
                  "|---|---|---|" + "---|" * len(TABLE_METRICS)]  # fmt: skip
         keys = sorted({k.rsplit("/", 1)[0] for k in s})
@@ -110,14 +115,15 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     torch.set_num_threads(1)
     cfg = from_dict(EvalConfig, cfg_dict)
     model = _load_blob(checkpoint)
-    params = DecodeParams(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold)
+    params = DecodeParams(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold,
+                          k_sharpness=cfg.k_sharpness)  # fmt: skip
     rows, extras = [], []
     for clip in table_to_clips(table):
         k_ref = len({n.stem for n in clip.notes}) or 1
         frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
         raw = create_notes(frame, onset, params)
         u = pool_note_embeddings(raw, frame, emb, params.pool_power) if raw else None
-        est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None)
+        est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params)
         scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
         rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
         extras.append({"set": clip.split, "clip": clip.id, "ref": clip.notes, "est": est,
@@ -218,6 +224,9 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
         if tune_table is not None:
             tuned = _tune(ref, tune_table, cfg)
             cfg = dataclasses.replace(cfg, onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold)
+            if cfg.k_mode == "auto":
+                tuned = _tune_k(ref, tune_table, cfg, tuned)
+                cfg = dataclasses.replace(cfg, k_sharpness=tuned.k_sharpness)
         if cfg.max_clips_per_set:
             tables = {name: t.slice(0, cfg.max_clips_per_set) for name, t in tables.items()}
         task = ray.remote(num_cpus=cfg.task_cpus)(_score_clips)
@@ -227,6 +236,42 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     except Exception as exc:
         raise unwrap_ray_error(exc) from None
     return EvalResult(cfg, [r for rows, _ in done for r in rows], tuned, [e for _, extras in done for e in extras])
+
+
+def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.ndarray, int]]:
+    """Ray task: each tuning clip's pooled note embeddings (at the tuned thresholds) and its true K."""
+    import torch
+
+    from mixscribe.config import from_dict
+    from mixscribe.evaluate.decode import DecodeParams, create_notes, pool_note_embeddings
+    from mixscribe.inference import run_model
+    from mixscribe.schema import table_to_clips
+
+    torch.set_num_threads(1)
+    cfg = from_dict(EvalConfig, cfg_dict)
+    params = DecodeParams(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold)
+    model = _load_blob(checkpoint)
+    out = []
+    for clip in table_to_clips(table):
+        frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
+        raw = create_notes(frame, onset, params)
+        if raw:
+            out.append((pool_note_embeddings(raw, frame, emb, params.pool_power), len({n.stem for n in clip.notes})))
+    return out
+
+
+def _tune_k(ref, table, cfg: EvalConfig, tuned):
+    """The K estimate's sharpness, from the tuning set's embeddings at the thresholds just tuned."""
+    import ray
+
+    from mixscribe.config import to_dict
+    from mixscribe.evaluate.thresholds import tune_k_sharpness
+
+    task = ray.remote(num_cpus=cfg.task_cpus)(_k_tuning_clips)
+    futures = [task.remote(ref, table.slice(i, cfg.clips_per_task), to_dict(cfg))
+               for i in range(0, table.num_rows, cfg.clips_per_task)]  # fmt: skip
+    sharpness, accuracy = tune_k_sharpness([c for chunk in ray.get(futures) for c in chunk])
+    return dataclasses.replace(tuned, k_sharpness=sharpness, k_accuracy=accuracy)
 
 
 def _tune(ref, table, cfg: EvalConfig):

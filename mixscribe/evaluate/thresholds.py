@@ -30,6 +30,8 @@ class Tuned:
     frame_f1: float
     note_f1: float
     clips: int
+    k_sharpness: float | None = None  # tuned only when K is estimated (k_mode auto)
+    k_accuracy: float | None = None  # on the tuning set, at that sharpness
 
 
 def _search(score, lo: float = 0.05, hi: float = 0.95, steps: int = 10, rounds: int = 4) -> tuple[float, float]:
@@ -68,3 +70,22 @@ def tune_thresholds(clips: list[TuningClip]) -> Tuned:
 
     theta_o, best_note = _search(note_f1)
     return Tuned(round(theta_f, 4), round(theta_o, 4), best_frame, best_note, len(clips))
+
+
+SHARPNESS_GRID = (2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 28.0, 40.0)
+
+
+def tune_k_sharpness(clips: list[tuple[np.ndarray, int]], max_k: int = 8) -> tuple[float, float]:
+    """The K estimate's affinity sharpness that gets K right on most validation clips, given each clip's
+    pooled note embeddings and true K (ties go to the smaller sharpness). Returns (sharpness, accuracy)."""
+    from mixscribe.evaluate.decode import estimate_k
+
+    if not clips:
+        raise ValueError("K tuning needs at least one validation clip")
+
+    def accuracy(s: float) -> float:
+        return float(np.mean([estimate_k(u, max_k, s) == k for u, k in clips]))
+
+    scores = [accuracy(s) for s in SHARPNESS_GRID]
+    i = int(np.argmax(scores))
+    return SHARPNESS_GRID[i], scores[i]

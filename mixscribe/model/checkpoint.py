@@ -111,6 +111,8 @@ def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out:
     try:
         evaluation = json.loads(metrics.read_text())
         decode = {k: float(evaluation["config"][k]) for k in ("onset_threshold", "frame_threshold")}
+        if "k_sharpness" in evaluation["config"]:  # tuned when the evaluation estimated K
+            decode["k_sharpness"] = float(evaluation["config"]["k_sharpness"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{metrics}: not an evaluation report with thresholds ({type(exc).__name__})") from exc
     model = load_model(checkpoint)

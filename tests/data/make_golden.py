@@ -1,5 +1,5 @@
 """Regenerate the golden fixtures: a fixed small checkpoint (seeded init) and its notes on a rendered
-two-instrument clip. Run only when the model or decoding changes on purpose, and say why in the commit.
+two-instrument clip, and the shipped default model's notes on the same clip. Run only when the model or decoding changes on purpose, and say why in the commit.
     .venv/bin/python tests/data/make_golden.py
 """
 
@@ -28,6 +28,12 @@ def main() -> None:
     notes = [[round(n.onset, 4), round(n.offset, 4), n.pitch, n.velocity, n.stem] for n in result.notes]
     (HERE / "golden_notes.json").write_text(json.dumps(notes) + "\n")
     print(f"{len(notes)} golden notes")
+    from mixscribe.model import load_model
+
+    shipped = transcribe_audio(load_model(), audio, k=2)  # the default model with its stored thresholds
+    notes = [[round(n.onset, 4), round(n.offset, 4), n.pitch, n.velocity, n.stem] for n in shipped.notes]
+    (HERE / "golden_default_notes.json").write_text(json.dumps(notes) + "\n")
+    print(f"{len(notes)} golden notes of the shipped default model")
 
 
 if __name__ == "__main__":
