@@ -1,12 +1,11 @@
 """Transcription speed and memory: real-time factor and peak RSS on 60 s and 600 s of audio,
 side by side with Spotify's Basic Pitch where it installs (in its own venv, never a mixscribe dependency).
 
-RTF = (inference + note creation + timbre clustering) / duration, K = 3, one process per measurement
-(peak RSS is that process's ru_maxrss). The model's speed does not depend on its weights; the number of
-notes does (an untrained model fires everywhere), so notes are created from posteriorgrams with the
-rendered music's real note density (its reference rolls plus noise); the model's own passes (sigma,
-posteriorgrams, embeddings pooled into those notes) and the clustering run for real. Targets (issue 3): RTF <= 0.02; 600 s peak <= 1 GB and <= 1.5x the 60 s figure.
-Usage: python benchmarks/transcribe_speed.py [--no-basic-pitch]
+RTF = (inference + note creation + timbre clustering) / duration with the shipped default model, its
+stored thresholds and K = 3, one process per measurement (peak RSS is that process's ru_maxrss): the
+path `mixscribe transcribe -k 3` runs. Targets (issue 3): RTF <= 0.02; 600 s peak <= 1 GB and <= 1.5x
+the 60 s figure.
+Usage: python benchmarks/transcribe_speed.py [--no-basic-pitch] [--checkpoint PATH]
 """
 
 from __future__ import annotations
@@ -24,29 +23,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import update_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "tests" / "data" / "golden.pt"
 BP_VENV = ROOT / ".bench-basic-pitch"
 
 MEASURE = r"""
 import json, resource, sys, time
-import numpy as np
 t0 = time.perf_counter()
 from mixscribe.model import load_model
-from mixscribe.inference import _Runner, load_audio
-from mixscribe.evaluate.decode import DecodeParams, cluster_notes, create_notes
-model = load_model(sys.argv[2])
+from mixscribe.inference import _Runner, default_params, load_audio, transcribe_audio
+from mixscribe.evaluate.decode import cluster_notes, create_notes
+model = load_model(sys.argv[2] or None)
+params = default_params(model)
 audio = load_audio(sys.argv[1])
-ref = np.load(sys.argv[3])
-_Runner(model, audio[: 22050 * 5]).posteriorgrams()  # warm-up: onnxruntime sessions, first calls
+transcribe_audio(model, audio[: 22050 * 5], k=3)  # warm-up: onnxruntime sessions, first calls
 t1 = time.perf_counter()
-runner = _Runner(model, audio)  # the transcription path: sigma pass and posteriorgram pass,
+runner = _Runner(model, audio)  # the CQT once, then the posteriorgram pass,
 frame, onset = runner.posteriorgrams()
 t2 = time.perf_counter()
-notes = create_notes(ref["frame"], ref["onset"], DecodeParams())  # notes at the piece's real density,
+notes = create_notes(frame, onset, params)  # the model's own notes,
 t3 = time.perf_counter()
-u = runner.pooled_embeddings(notes, frame, 1.0)  # embeddings pooled into them window by window,
+u = runner.pooled_embeddings(notes, frame, params.pool_power)  # embeddings pooled into them window by window,
 t4 = time.perf_counter()
-labels, k = cluster_notes(u, 3)  # one clustering over the whole file
+labels, k = cluster_notes(u, 3, params.max_k, sharpness=params.k_sharpness)  # one clustering over the file
 t5 = time.perf_counter()
 print(json.dumps({"duration": len(audio) / 22050, "inference": (t2 - t1) + (t4 - t3),
                   "decode": (t3 - t2) + (t5 - t4), "notes": len(notes), "load": t1 - t0,
@@ -94,13 +91,6 @@ def render_music(seconds: float, seed: int = 0):
     return mix, rolls, onsets
 
 
-def reference_outputs(rolls, onsets, seed=0):
-    rng = np.random.default_rng(seed)
-    frame = np.clip(rolls.max(0) * 0.9 + rng.uniform(0, 0.1, rolls.shape[1:]), 0, 1).astype(np.float32)
-    onset = np.clip(onsets * 0.9 + rng.uniform(0, 0.1, onsets.shape), 0, 1).astype(np.float32)
-    return frame, onset
-
-
 def basic_pitch_env() -> Path | None:
     """Basic Pitch in its own venv (mixscribe.evaluate.baseline installs it); None when it cannot install."""
     from mixscribe.errors import MixscribeError
@@ -118,19 +108,17 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-basic-pitch", action="store_true")
+    ap.add_argument("--checkpoint", default="", help="model file (default: the shipped default model)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mx-bench-"))
-    mix, rolls, onsets = render_music(60.0)
+    mix, _, _ = render_music(60.0)
     rows = {}
     bp_py = None if args.no_basic_pitch else basic_pitch_env()
     for seconds, reps in ((60, 1), (600, 10)):
         wav = work / f"music_{seconds}.wav"
         sf.write(wav, np.tile(mix, reps), 22050)
         sf.write(work / f"music_{seconds}_warm.wav", mix[: 22050 * 5], 22050)
-        ref = work / f"ref_{seconds}.npz"
-        frame, onset = reference_outputs(np.tile(rolls, (1, 1, reps)), np.tile(onsets, (1, reps)))
-        np.savez(ref, frame=frame, onset=onset)
-        out = subprocess.run([sys.executable, "-c", MEASURE, str(wav), str(CHECKPOINT), str(ref)],
+        out = subprocess.run([sys.executable, "-c", MEASURE, str(wav), args.checkpoint],
                              capture_output=True, text=True, check=True)  # fmt: skip
         r = json.loads(out.stdout.strip().splitlines()[-1])
         r["rtf"] = (r["inference"] + r["decode"]) / r["duration"]
@@ -150,10 +138,11 @@ def main() -> None:
     bp = lambda r, key, fmt: format(r[key], fmt) if key in r else "not measured"  # noqa: E731
     body = f"""## Transcription speed and memory (`benchmarks/transcribe_speed.py`)
 
-Separated transcription (K = 3) of a rendered piano/violin/bassoon piece (600 s = the 60 s piece 10 times),
-one process per figure, onnxruntime backend with {__import__('os').cpu_count()} threads, windows of 2,048 frames, two passes
-(posteriorgrams, then embeddings pooled into the notes). Notes come from posteriorgrams with the piece's
-real note density (an untrained checkpoint fires everywhere); everything else runs for real.
+Separated transcription (K = 3) of a rendered piano/violin/bassoon piece (600 s = the 60 s piece 10 times)
+by {args.checkpoint or 'the shipped default model'} with its stored thresholds: one process per figure,
+onnxruntime backend with {__import__('os').cpu_count()} threads, the CQT computed once per file, windows of 2,048 frames
+and two passes over them (posteriorgrams -> the model's notes, then embeddings pooled into the notes),
+one clustering over the whole file.
 Targets: RTF <= 0.02; 600 s peak RSS <= 1 GB and <= 1.5x the 60 s figure.
 
 | audio | RTF (total) | inference (s) | notes + clustering (s) | notes | peak RSS (MB) | Basic Pitch RTF | Basic Pitch peak RSS (MB) |
