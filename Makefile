@@ -37,9 +37,11 @@ run: setup
 	$(BIN)/mixscribe inspect $(OUT)/demo/shards --clip first --out $(OUT)/demo/inspect
 	$(BIN)/mixscribe transcribe $(OUT)/demo/inspect/*/mix.wav --checkpoint $(OUT)/demo/models/encoder.pt \
 		-o $(OUT)/demo/transcribed --format mid,csv,png
+	$(BIN)/mixscribe transcribe $(OUT)/demo/inspect/*/mix.wav -o $(OUT)/demo/transcribed-default --format mid,csv,png
 	@echo
 	@echo "Done. Shards: $(OUT)/demo/shards; model: $(OUT)/demo/models/encoder.pt; report: $(OUT)/demo/report/summary.md;"
-	@echo "one clip as WAV/MIDI/PNG: $(OUT)/demo/inspect/; its transcription: $(OUT)/demo/transcribed/."
+	@echo "one clip as WAV/MIDI/PNG: $(OUT)/demo/inspect/; its transcription: $(OUT)/demo/transcribed/"
+	@echo "(by the demo model) and $(OUT)/demo/transcribed-default/ (by the shipped default model)."
 	@echo "Open the runs in MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(OUT)/mlflow.db --port 5000"
 
 test: setup
