@@ -140,7 +140,7 @@ def main() -> None:
 
 Separated transcription (K = 3) of a rendered piano/violin/bassoon piece (600 s = the 60 s piece 10 times)
 by {args.checkpoint or 'the shipped default model'} with its stored thresholds: one process per figure,
-onnxruntime backend with {__import__('os').cpu_count()} threads, the CQT computed once per file, windows of 2,048 frames
+onnxruntime backend with {__import__('os').cpu_count()} threads, the CQT computed once per file, windows of 1,024 frames
 and two passes over them (posteriorgrams -> the model's notes, then embeddings pooled into the notes),
 one clustering over the whole file.
 Targets: RTF <= 0.02; 600 s peak RSS <= 1 GB and <= 1.5x the 60 s figure.

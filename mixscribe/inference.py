@@ -21,7 +21,7 @@ from mixscribe.errors import MixscribeError
 from mixscribe.evaluate.decode import DecodeParams, RawNote, cluster_notes, create_notes, pool_note_embeddings
 from mixscribe.schema import HOP, SAMPLE_RATE, Note
 
-WINDOW_FRAMES = 2048  # ~24 s kept per window
+WINDOW_FRAMES = 1024  # ~12 s kept per window (2,048 peaked ~130 MB higher for no speed: docs/benchmarks.md)
 CONTEXT_FRAMES = 160  # ~1.9 s of audio either side: more than half the lowest CQT kernel (1.6 s)
 NET_CONTEXT_FRAMES = 16  # CQT frames either side for the branches (receptive field: +-9 frames)
 MIN_SECONDS = 0.5

@@ -104,8 +104,15 @@ def create_notes(frame: np.ndarray, onset: np.ndarray, p: DecodeParams = DecodeP
         emit(pitch, t0, end)
 
     if p.melodia:
-        while remaining.max() > p.frame_threshold:
-            pitch, mid = np.unravel_index(int(np.argmax(remaining)), remaining.shape)
+        # The strongest frame left, again and again: bins are only ever zeroed, so visiting the bins above
+        # threshold once in descending order (stable: argmax's first-index tie rule) and skipping zeroed
+        # ones is the same sequence as re-scanning the array per note, without its O(notes x bins) cost.
+        flat = remaining.ravel()
+        above = np.flatnonzero(flat > p.frame_threshold)
+        for idx in above[np.argsort(-flat[above], kind="stable")]:
+            if flat[idx] <= p.frame_threshold:
+                continue
+            pitch, mid = divmod(int(idx), T)
             remaining[pitch, mid] = 0
             end = _walk(remaining[pitch], mid, +1, p.frame_threshold, p.energy_tolerance, T - 1)
             start = _walk(remaining[pitch], mid, -1, p.frame_threshold, p.energy_tolerance, -1)
