@@ -133,3 +133,28 @@ def test_long_files_cluster_on_a_sample_and_assign_the_rest(monkeypatch):
     u, labels = clustered_embeddings(3, n=2000)
     pred, k = cluster_notes(u, None)
     assert k == 3 and len(pred) == 2000 and purity(pred, labels) > 0.95
+
+
+def test_melodia_pass_equals_rescanning_for_the_strongest_bin():
+    """The one-sort melodia pass must pick notes exactly as the spec's loop does (argmax of what is left,
+    again and again), ties included."""
+    from mixscribe.evaluate.decode import RawNote, _walk
+
+    def rescanning(frame, p):
+        remaining, notes, T = frame.copy(), [], frame.shape[1]
+        while remaining.max() > p.frame_threshold:
+            pitch, mid = np.unravel_index(int(np.argmax(remaining)), remaining.shape)
+            remaining[pitch, mid] = 0
+            end = _walk(remaining[pitch], mid, +1, p.frame_threshold, p.energy_tolerance, T - 1)
+            start = _walk(remaining[pitch], mid, -1, p.frame_threshold, p.energy_tolerance, -1)
+            remaining[pitch, start:end] = 0
+            if end - start > p.min_note_frames:
+                notes.append(RawNote(int(pitch), int(start), int(end), float(frame[pitch, start:end].mean())))
+        return sorted(notes, key=lambda n: (n.start, n.pitch_index))
+
+    p = DecodeParams(infer_onsets=False, normalise=False, frame_threshold=0.3)
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        frame = np.round(rng.random((84, 800)) ** 4, 2).astype(np.float32)  # rounded: many exact ties
+        got = create_notes(frame, np.zeros_like(frame), p)
+        assert len(got) > 20 and got == rescanning(frame, p)
