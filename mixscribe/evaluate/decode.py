@@ -156,7 +156,7 @@ def estimate_k(u: np.ndarray, max_k: int = 8, sharpness: float = 10.0) -> int:
     return int(np.argmax(gaps) + 1)
 
 
-MAX_DENSE_NOTES = 3000  # a dense n x n affinity beyond this costs > 70 MB and O(n^3) eigen-work
+MAX_DENSE_NOTES = 2000  # a dense n x n affinity (and spectral clustering's copies of it) beyond this: memory, O(n^3)
 
 
 def cluster_notes(u: np.ndarray, k: int | None, max_k: int = 8, seed: int = 0,
