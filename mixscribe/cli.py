@@ -131,7 +131,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         if "png" in formats:
             written.append(write_png(result.notes, result.k, result.frame, stem.with_suffix(".png"), path.name))
         how = "estimated" if result.k_estimated else "given"
-        print(f"{path}: {len(result.notes)} notes in {result.k} track{"s" if result.k != 1 else ""} (K {how}) -> {', '.join(map(str, written))}")
+        print(f"{path}: {len(result.notes)} notes in {result.k} track{'s' if result.k != 1 else ''} (K {how}) -> {', '.join(map(str, written))}")
     return 0
 
 
