@@ -130,14 +130,18 @@ class _Runner:
             lo, hi = max(a - NET_CONTEXT_FRAMES, 0), min(b + NET_CONTEXT_FRAMES, self.n_frames)
             yield a, b, np.ascontiguousarray(self.power[None, :, lo:hi]), a - lo
 
+    def _features(self, power: np.ndarray):
+        import torch
+
+        return self.model.features_from_power(torch.from_numpy(power), torch.from_numpy(self.sigma))
+
     def amt(self, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         if self.ort is not None:
             return tuple(self.ort.amt(power, self.sigma))
         with torch.inference_mode():
-            x = self.model.features_from_power(torch.from_numpy(power), torch.from_numpy(self.sigma))
-            frame, onset = self.model.amt(x)
+            frame, onset = self.model.amt(self._features(power))
         return frame.numpy(), onset.numpy()
 
     def embed(self, power: np.ndarray) -> np.ndarray:
@@ -146,8 +150,7 @@ class _Runner:
         if self.ort is not None:
             return self.ort.embed(power, self.sigma)
         with torch.inference_mode():
-            x = self.model.features_from_power(torch.from_numpy(power), torch.from_numpy(self.sigma))
-            return self.model.encoder(x).numpy()
+            return self.model.encoder(self._features(power)).numpy()
 
     def posteriorgrams(self) -> tuple[np.ndarray, np.ndarray]:
         """Pass 1: Y_F, Y_O [84, T] (float32: 35 MB per 10 minutes)."""

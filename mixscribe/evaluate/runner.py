@@ -107,9 +107,9 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     import torch
 
     from mixscribe.config import from_dict
-    from mixscribe.evaluate.decode import DecodeParams, create_notes, pool_note_embeddings
+    from mixscribe.evaluate.decode import DecodeParams
     from mixscribe.evaluate.metrics import clip_scores
-    from mixscribe.inference import _tracks, run_model
+    from mixscribe.inference import _tracks
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
@@ -120,9 +120,7 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     rows, extras = [], []
     for clip in table_to_clips(table):
         k_ref = len({n.stem for n in clip.notes}) or 1
-        frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
-        raw = create_notes(frame, onset, params)
-        u = pool_note_embeddings(raw, frame, emb, params.pool_power) if raw else None
+        frame, raw, u = _clip_notes(model, clip, params)
         est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params)
         scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
         rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
@@ -229,13 +227,20 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
                 cfg = dataclasses.replace(cfg, k_sharpness=tuned.k_sharpness)
         if cfg.max_clips_per_set:
             tables = {name: t.slice(0, cfg.max_clips_per_set) for name, t in tables.items()}
-        task = ray.remote(num_cpus=cfg.task_cpus)(_score_clips)
-        futures = [task.remote(ref, t.slice(i, cfg.clips_per_task), to_dict(cfg))
-                   for t in tables.values() for i in range(0, t.num_rows, cfg.clips_per_task)]  # fmt: skip
-        done = ray.get(futures)
+        done = _map_chunks(_score_clips, ref, list(tables.values()), cfg, to_dict(cfg))
     except Exception as exc:
         raise unwrap_ray_error(exc) from None
     return EvalResult(cfg, [r for rows, _ in done for r in rows], tuned, [e for _, extras in done for e in extras])
+
+
+def _clip_notes(model, clip, params):
+    """A clip's mixture through the model: Y_F, its notes, and their pooled embeddings (None if no note)."""
+    from mixscribe.evaluate.decode import create_notes, pool_note_embeddings
+    from mixscribe.inference import run_model
+
+    frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
+    raw = create_notes(frame, onset, params)
+    return frame, raw, pool_note_embeddings(raw, frame, emb, params.pool_power) if raw else None
 
 
 def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.ndarray, int]]:
@@ -243,8 +248,7 @@ def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.n
     import torch
 
     from mixscribe.config import from_dict
-    from mixscribe.evaluate.decode import DecodeParams, create_notes, pool_note_embeddings
-    from mixscribe.inference import run_model
+    from mixscribe.evaluate.decode import DecodeParams
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
@@ -253,36 +257,37 @@ def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.n
     model = _load_blob(checkpoint)
     out = []
     for clip in table_to_clips(table):
-        frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
-        raw = create_notes(frame, onset, params)
+        _, raw, u = _clip_notes(model, clip, params)
         if raw:
-            out.append((pool_note_embeddings(raw, frame, emb, params.pool_power), len({n.stem for n in clip.notes})))
+            out.append((u, len({n.stem for n in clip.notes})))
     return out
 
 
 def _tune_k(ref, table, cfg: EvalConfig, tuned):
     """The K estimate's sharpness, from the tuning set's embeddings at the thresholds just tuned."""
-    import ray
-
     from mixscribe.config import to_dict
     from mixscribe.evaluate.thresholds import tune_k_sharpness
 
-    task = ray.remote(num_cpus=cfg.task_cpus)(_k_tuning_clips)
-    futures = [task.remote(ref, table.slice(i, cfg.clips_per_task), to_dict(cfg))
-               for i in range(0, table.num_rows, cfg.clips_per_task)]  # fmt: skip
-    sharpness, accuracy = tune_k_sharpness([c for chunk in ray.get(futures) for c in chunk])
+    chunks = _map_chunks(_k_tuning_clips, ref, [table], cfg, to_dict(cfg))
+    sharpness, accuracy = tune_k_sharpness([c for chunk in chunks for c in chunk])
     return dataclasses.replace(tuned, k_sharpness=sharpness, k_accuracy=accuracy)
 
 
 def _tune(ref, table, cfg: EvalConfig):
     """Thresholds from the tuning set only: its clips are the only ones whose outputs are computed here."""
-    import ray
-
     from mixscribe.evaluate.thresholds import tune_thresholds
 
-    task = ray.remote(num_cpus=cfg.task_cpus)(_tuning_clips)
-    futures = [task.remote(ref, table.slice(i, cfg.clips_per_task)) for i in range(0, table.num_rows, cfg.clips_per_task)]
-    return tune_thresholds([c for chunk in ray.get(futures) for c in chunk])
+    return tune_thresholds([c for chunk in _map_chunks(_tuning_clips, ref, [table], cfg) for c in chunk])
+
+
+def _map_chunks(fn, ref, tables: list, cfg: EvalConfig, *args) -> list:
+    """fn(checkpoint, chunk, *args) as one Ray task per cfg.clips_per_task clips of each table; results
+    in table and clip order."""
+    import ray
+
+    task = ray.remote(num_cpus=cfg.task_cpus)(fn)
+    return ray.get([task.remote(ref, t.slice(i, cfg.clips_per_task), *args)
+                    for t in tables for i in range(0, t.num_rows, cfg.clips_per_task)])  # fmt: skip
 
 
 def write_report(result: EvalResult, out_dir: str) -> list[str]:

@@ -16,8 +16,7 @@ from torch import nn
 OUTPUTS = ["frame", "onset", "embedding"]
 
 
-PART_OUTPUTS = {"all": OUTPUTS, "amt": ["frame", "onset"], "encoder": ["embedding"],
-                "amt-power": ["frame", "onset"], "encoder-power": ["embedding"]}
+PART_OUTPUTS = {"all": OUTPUTS, "amt": ["frame", "onset"], "encoder": ["embedding"]}
 
 
 class _Graph(nn.Module):
@@ -27,23 +26,19 @@ class _Graph(nn.Module):
 
     def forward(self, audio: torch.Tensor, sigma: torch.Tensor | None = None):
         sigma = sigma if self.external_sigma else None
-        if self.part == "amt-power":  # input: CQT power [1, 288, T] (the CQT was run once per file)
+        if self.part == "amt":  # input: CQT power [1, 288, T] (transcription runs the CQT once per file)
             return self.model.amt(self.model.features_from_power(audio, sigma))
-        if self.part == "encoder-power":
-            return self.model.encoder(self.model.features_from_power(audio, sigma))
-        if self.part == "amt":
-            return self.model.amt(self.model.features(audio, sigma))
         if self.part == "encoder":
-            return self.model.embed(audio, sigma)
+            return self.model.encoder(self.model.features_from_power(audio, sigma))
         out = self.model(audio, sigma=sigma)
         return out.frame, out.onset, out.embedding
 
 
 def export_onnx_bytes(model: nn.Module, external_sigma: bool = False, part: str = "all") -> bytes:
-    """part: "all" (the user-facing graph), "amt" (frame, onset) or "encoder" (embedding) from audio;
-    "amt-power" / "encoder-power" from CQT power (input "power" [1, 288, T]; sigma required)."""
+    """part: "all" (the user-facing graph, from audio), or "amt" (frame, onset) / "encoder" (embedding)
+    from CQT power (input "power" [1, 288, T]; with external_sigma, as transcription runs them)."""
     graph = _Graph(model, external_sigma, part).eval()
-    from_power = part.endswith("-power")
+    from_power = part != "all"
     first = torch.rand(1, model.cfg.n_bins, 64) if from_power else torch.randn(1, 256 * 64)
     args = (first, torch.ones(1)) if external_sigma else (first,)
     inputs = ["power" if from_power else "audio"] + (["sigma"] if external_sigma else [])
@@ -80,8 +75,8 @@ class OrtModel:
         opts.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
         opts.log_severity_level = 3
         opts.enable_cpu_mem_arena = False  # the arena keeps each window's peak; long files want it freed
-        self.amt_session = ort.InferenceSession(export_onnx_bytes(model, True, "amt-power"), opts)
-        self.encoder_session = ort.InferenceSession(export_onnx_bytes(model, True, "encoder-power"), opts)
+        self.amt_session = ort.InferenceSession(export_onnx_bytes(model, True, "amt"), opts)
+        self.encoder_session = ort.InferenceSession(export_onnx_bytes(model, True, "encoder"), opts)
 
     def amt(self, power, sigma):
         return self.amt_session.run(None, {"power": power, "sigma": sigma})
