@@ -35,6 +35,9 @@ class PipelineConfig:
     # Fields of the train section that differ per stage, e.g. {encoder: {epochs: 8}}: the frozen-AMT
     # encoder stage converges in fewer epochs than the AMT stage.
     stage_train: dict[str, dict] = field(default_factory=dict)
+    # Continued training: a checkpoint the first training stage starts from ("default": the shipped
+    # model), so a study can measure a change on top of a trained model at the cost of a few epochs.
+    init_checkpoint: str = ""
 
     def validate(self) -> None:
         from mixscribe.train.steps import STAGES
@@ -47,6 +50,17 @@ class PipelineConfig:
             _check(stage in self.train_stages, f"pipeline.stage_train.{stage}", "not one of pipeline.train_stages")
             _check(isinstance(fields, dict), f"pipeline.stage_train.{stage}", "expected a mapping of train fields")
             _check("stage" not in fields, f"pipeline.stage_train.{stage}.stage", "the stage is set by its key")
+        if self.init_checkpoint:
+            _check(Path(resolve_init_checkpoint(self.init_checkpoint)).is_file(), "pipeline.init_checkpoint",
+                   f"no such checkpoint file {self.init_checkpoint!r}")  # fmt: skip
+
+
+def resolve_init_checkpoint(spec: str) -> str:
+    """"default" -> the shipped model's file; anything else is a path, made absolute (the training
+    workers may run in another folder)."""
+    from mixscribe.model.checkpoint import DEFAULT_CHECKPOINT
+
+    return str(DEFAULT_CHECKPOINT if spec == "default" else Path(spec).expanduser().resolve())
 
 
 @dataclass(frozen=True)
@@ -153,7 +167,7 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
     log(f"pipeline {name}: MLflow run {pid} in experiment {plan.pipeline.experiment!r} ({stages.uri})")
     try:
         shards = _synth_stage(stages, plan, root, log)
-        checkpoint = None
+        checkpoint = _init_checkpoint(stages, plan, root, log)
         for stage in plan.pipeline.train_stages:
             checkpoint = _train_stage(stages, plan, root, shards, stage, checkpoint, log)
         metrics = _evaluate_stage(stages, plan, root, shards, checkpoint, log)
@@ -164,6 +178,24 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
     tracking.finish(stages.mlf, pid)
     log(f"pipeline {name}: finished; model {checkpoint}")
     return {"run_id": pid, "checkpoint": checkpoint, "metrics": metrics}
+
+
+def _init_checkpoint(stages: _Stages, plan: Plan, root: Path, log) -> str | None:
+    """The checkpoint the first stage continues, copied into the pipeline's folder once (so replacing the
+    shipped model later cannot change what a resumed run starts from) and its sha256 tagged on the run."""
+    from mixscribe.fsio import atomic_local_write
+
+    if not plan.pipeline.init_checkpoint:
+        return None
+    source = Path(resolve_init_checkpoint(plan.pipeline.init_checkpoint))
+    target = root / "models" / "init.pt"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_local_write(target, lambda tmp: shutil.copyfile(source, tmp))
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    stages.mlf.set_tag(stages.parent.info.run_id, "mixscribe.init_checkpoint_sha256", digest)
+    log(f"  training continues from {source} (sha256 {digest[:12]}, copied to {target})")
+    return str(target)
 
 
 def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str, tuned, rid: str, log) -> dict:

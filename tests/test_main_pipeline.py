@@ -132,3 +132,45 @@ def test_interrupted_pipeline_resumes_without_duplicate_runs(tmp_path):
     from mixscribe.model import load_model
 
     load_model(tmp_path / "t2" / "models" / "encoder.pt")  # the resumed model is whole
+
+
+def test_pipeline_continues_a_trained_checkpoint(finished, tmp_path):
+    """pipeline.init_checkpoint: the first stage starts from the given model (copied, its sha256 tagged);
+    an encoder-only continuation keeps that model's frozen AMT branch bit for bit and moves its encoder."""
+    import hashlib
+
+    import torch
+    import yaml
+
+    from mixscribe.config import load_preset
+    from mixscribe.model import load_model
+
+    workdir, _ = finished
+    init = workdir / "t1" / "models" / "encoder.pt"
+    cfg = tmp_path / "continue.yaml"
+    cfg.write_text(yaml.safe_dump({**load_preset("tiny"),
+                                   "pipeline": {"experiment": "mixscribe-tiny", "num_clips": 16, "train_stages": ["encoder"],
+                                                "init_checkpoint": str(init)},
+                                   "evaluate": {"sets": ["valid"], "k_mode": "given"}}))  # fmt: skip
+    r = run_cli("pipeline", "--config", str(cfg), "--workdir", str(tmp_path), "--name", "c1",
+                env={"MLFLOW_TRACKING_URI": ""}, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "training continues from" in r.stdout
+    copied = tmp_path / "c1" / "models" / "init.pt"
+    assert copied.read_bytes() == init.read_bytes()
+    before, after = load_model(init).state_dict(), load_model(tmp_path / "c1" / "models" / "encoder.pt").state_dict()
+    amt = [k for k in before if not k.startswith(("encoder", "cqt"))]
+    enc = [k for k in before if k.startswith("encoder")]
+    assert amt and enc and all(torch.equal(before[k], after[k]) for k in amt)
+    assert any(not torch.equal(before[k], after[k]) for k in enc)
+    parent = [x for x in runs_of(mlflow_client(tmp_path), "c1") if x.data.tags["mixscribe.stage"] == "pipeline"][0]
+    assert parent.data.tags["mixscribe.init_checkpoint_sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
+
+
+def test_missing_init_checkpoint_is_a_named_config_error(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("pipeline:\n  init_checkpoint: nowhere/model.pt\n")
+    r = run_cli("pipeline", "--config", str(cfg), "--workdir", str(tmp_path))
+    assert r.returncode != 0
+    assert "pipeline.init_checkpoint: no such checkpoint file 'nowhere/model.pt'" in r.stderr
+    assert not (tmp_path / "bad").exists()  # nothing started
