@@ -200,10 +200,17 @@ def _check_k(k: int | None, n_notes: int, strict_k: bool) -> None:
         raise TranscribeError(f"K = {k} is larger than the {n_notes} notes found")
 
 
-def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None,
-            params: DecodeParams = DecodeParams()) -> tuple[list[Note], int]:  # fmt: skip
+def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None, params: DecodeParams = DecodeParams(),
+            n_frames: int | None = None) -> tuple[list[Note], int]:  # fmt: skip
+    """Notes into K tracks; K None: estimated by the model's K classifier (else the eigengap)."""
     if u is None or k == 1 or not raw:
         return [n.to_note(0) for n in raw], k or 1
+    if k is None and params.k_model is not None:
+        from mixscribe.evaluate.kestimate import note_spans
+
+        k = params.k_model.estimate(note_spans(raw), u, n_frames or max(n.end for n in raw))
+        if k == 1:
+            return [n.to_note(0) for n in raw], 1
     labels, k_used = cluster_notes(u, k, params.max_k, sharpness=params.k_sharpness)
     return [n.to_note(int(t)) for n, t in zip(raw, labels)], k_used
 
@@ -215,7 +222,7 @@ def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int 
     raw = create_notes(frame, onset, params)
     _check_k(k, len(raw), strict_k)
     u = pool_note_embeddings(raw, frame, emb, params.pool_power) if emb is not None and k != 1 and raw else None
-    return _tracks(raw, u, k, params)
+    return _tracks(raw, u, k, params, frame.shape[1])
 
 
 def default_params(model) -> DecodeParams:
@@ -235,7 +242,7 @@ def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: Dec
     raw = create_notes(frame, onset, params)
     _check_k(k, len(raw), strict_k=True)
     u = runner.pooled_embeddings(raw, frame, params.pool_power) if k != 1 and raw else None
-    notes, k_used = _tracks(raw, u, k, params)
+    notes, k_used = _tracks(raw, u, k, params, frame.shape[1])
     return Transcription(notes, k_used, k is None, len(audio) / SAMPLE_RATE, frame, onset)
 
 

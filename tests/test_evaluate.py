@@ -72,10 +72,12 @@ def test_evaluate_cli_logs_to_a_real_mlflow_server(shards, mlflow_server, tmp_pa
     r = run_cli("evaluate", "--checkpoint", str(GOLDEN), "--data", shards, "--config", "tiny", "--out", str(out),
                 "--experiment", "eval-http", "--k", "auto", env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| valid (tuning set) | all |" in r.stdout and "K auto (eigengap, sharpness " in r.stdout
+    assert "| valid (tuning set) | all |" in r.stdout and "K auto (K classifier, " in r.stdout
     tuned = json.loads((out / "metrics.json").read_text())
-    assert tuned["config"]["k_sharpness"] == tuned["tuned"]["k_sharpness"]  # tuned on valid, then used
-    assert 0 <= tuned["tuned"]["k_accuracy"] <= 1
+    # the K classifier fitted on valid, then used; the eigengap's sharpness tuned beside it as the fallback
+    assert tuned["config"]["k_model"]["classes"] and len(tuned["config"]["k_model"]["coef"][0]) == 20
+    assert tuned["config"]["k_sharpness"] == tuned["tuned"]["k_sharpness"]
+    assert 0 <= tuned["tuned"]["k_accuracy"] <= 1 and 0 <= tuned["tuned"]["k_eigengap_accuracy"] <= 1
     figures = {"bars_per_set.png", "per_k.png", "clip_best.png", "clip_worst.png"}
     assert {p.name for p in out.iterdir()} >= {"summary.md", "clips.csv", "metrics.json"} | figures
     assert "![per_k.png](per_k.png)" in (out / "summary.md").read_text()

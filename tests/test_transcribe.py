@@ -227,15 +227,24 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     from mixscribe.inference import load_audio, transcribe_audio
     from mixscribe.model import load_model
 
+    from mixscribe.config import to_dict
+    from mixscribe.evaluate.kestimate import KModel
+
     _, path = duet
     report = tmp_path / "report"
     report.mkdir()
+    # a K classifier that says 3 whatever it sees (intercepts only): the one transcribe must then use
+    k_model = KModel((1, 2, 3), (0.0,) * 20, (1.0,) * 20, ((0.0,) * 20,) * 3, (0.0, 0.0, 5.0))
     (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
-                                                                "tune_on": "valid"}, "tuned": None}))  # fmt: skip
+                                                                "tune_on": "valid", "k_model": to_dict(k_model)},
+                                                     "tuned": None}))  # fmt: skip
     r = run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o", str(tmp_path / "m.pt"))
     assert r.returncode == 0, r.stderr
     packaged = load_model(tmp_path / "m.pt")
     assert (packaged.decode_params.onset_threshold, packaged.decode_params.frame_threshold) == (0.8, 0.7)
+    assert packaged.decode_params.k_model == k_model
+    auto = transcribe_audio(packaged, load_audio(path))
+    assert auto.k == 3 and {n.stem for n in auto.notes} == {0, 1, 2}
     assert load_model(GOLDEN).decode_params is None
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
     want = len(transcribe_audio(load_model(GOLDEN), load_audio(path), k=2, params=GOLDEN_PARAMS).notes)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixscribe.evaluate.kestimate import KModel
 from mixscribe.schema import HOP, MIDI_MIN, SAMPLE_RATE, Note
 
 
@@ -22,8 +23,9 @@ class DecodeParams:
     peak_axis: str = "time"  # "pitch" reproduces the reference bug (§11)
     normalise: bool = True  # divide Y_F, Y_O by their maxima first
     pool_power: float = 1.0  # note embedding weights Y_F ** pool_power (1: paper, 2: browser app)
-    k_sharpness: float = 10.0  # K estimate's affinity exp(s (cos - 1)); tuned on validation with the thresholds
+    k_sharpness: float = 10.0  # eigengap K estimate's affinity exp(s (cos - 1)); tuned on validation
     max_k: int = 8  # the K estimate's upper bound
+    k_model: KModel | None = None  # the K classifier fitted on validation (kestimate.py); None: eigengap
 
 
 @dataclass(frozen=True)

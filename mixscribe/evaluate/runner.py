@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mixscribe.errors import MixscribeError
+from mixscribe.evaluate.kestimate import KModel
 
 K_MODES = ("given", "auto")
 
@@ -31,7 +32,8 @@ class EvalConfig:
     clips_per_task: int = 4
     task_cpus: float = 0.5
     tune_on: str = "valid"  # set whose clips tune the thresholds before any scoring; "" keeps them fixed
-    k_sharpness: float = 10.0  # the K estimate's affinity sharpness (tuned with the thresholds when K is auto)
+    k_sharpness: float = 10.0  # the eigengap K estimate's affinity sharpness (tuned when K is auto)
+    k_model: KModel | None = None  # the K classifier (fitted on the tuning set when K is auto)
 
     def validate(self) -> None:
         from mixscribe.config import _check
@@ -72,8 +74,10 @@ class EvalResult:
             how += f"; {self.label}"
         k_how = self.config.k_mode
         if self.config.k_mode == "auto":
-            k_how += f" (eigengap, sharpness {self.config.k_sharpness}"
-            k_how += f", {100 * self.tuned.k_accuracy:.1f} % right on the tuning set)" if self.tuned and self.tuned.k_accuracy is not None else ")"
+            k_how += " (K classifier" if self.config.k_model else f" (eigengap, sharpness {self.config.k_sharpness}"
+            acc = self.tuned.k_accuracy if self.tuned else None
+            how = f", {K_ACCURACY_HOW}" if self.config.k_model else ""
+            k_how += f", {100 * acc:.1f} % right on the tuning set{how})" if acc is not None else ")"
         lines = [f"Thresholds: onset {self.config.onset_threshold}, frame {self.config.frame_threshold}, {how}; "
                  f"K {k_how}.", "",
                  "| set | mix | clips | " + " | ".join(TABLE_METRICS) + " |",
@@ -94,6 +98,8 @@ class EvalResult:
             writer.writerows(self.rows)
         return buf.getvalue()
 
+
+K_ACCURACY_HOW = "5-fold cross-validated by clip"
 
 METRICS = ("frame_precision", "frame_recall", "frame_f1", "frame_accuracy", "note_precision", "note_recall",
            "note_f1", "note_offset_f1", "sep_note_f1", "sep_frame_f1", "cluster_purity", "cluster_ari",
@@ -116,12 +122,12 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     cfg = from_dict(EvalConfig, cfg_dict)
     model = _load_blob(checkpoint)
     params = DecodeParams(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold,
-                          k_sharpness=cfg.k_sharpness)  # fmt: skip
+                          k_sharpness=cfg.k_sharpness, k_model=cfg.k_model)  # fmt: skip
     rows, extras = [], []
     for clip in table_to_clips(table):
         k_ref = len({n.stem for n in clip.notes}) or 1
         frame, raw, u = _clip_notes(model, clip, params)
-        est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params)
+        est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params, frame.shape[1])
         scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
         rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
         extras.append({"set": clip.split, "clip": clip.id, "ref": clip.notes, "est": est,
@@ -223,8 +229,8 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
             tuned = _tune(ref, tune_table, cfg)
             cfg = dataclasses.replace(cfg, onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold)
             if cfg.k_mode == "auto":
-                tuned = _tune_k(ref, tune_table, cfg, tuned)
-                cfg = dataclasses.replace(cfg, k_sharpness=tuned.k_sharpness)
+                tuned, k_model = _tune_k(ref, tune_table, cfg, tuned)
+                cfg = dataclasses.replace(cfg, k_sharpness=tuned.k_sharpness, k_model=k_model)
         if cfg.max_clips_per_set:
             tables = {name: t.slice(0, cfg.max_clips_per_set) for name, t in tables.items()}
         done = _map_chunks(_score_clips, ref, list(tables.values()), cfg, to_dict(cfg))
@@ -243,8 +249,11 @@ def _clip_notes(model, clip, params):
     return frame, raw, pool_note_embeddings(raw, frame, emb, params.pool_power) if raw else None
 
 
-def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.ndarray, int]]:
-    """Ray task: each tuning clip's pooled note embeddings (at the tuned thresholds) and its true K."""
+def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+    """Ray task: each tuning clip's note spans and pooled embeddings (at the tuned thresholds), its
+    length in frames and its true K."""
+    from mixscribe.evaluate.kestimate import note_spans
+
     import torch
 
     from mixscribe.config import from_dict
@@ -257,20 +266,26 @@ def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.n
     model = _load_blob(checkpoint)
     out = []
     for clip in table_to_clips(table):
-        _, raw, u = _clip_notes(model, clip, params)
+        frame, raw, u = _clip_notes(model, clip, params)
         if raw:
-            out.append((u, len({n.stem for n in clip.notes})))
+            out.append((note_spans(raw), u, frame.shape[1], len({n.stem for n in clip.notes})))
     return out
 
 
 def _tune_k(ref, table, cfg: EvalConfig, tuned):
-    """The K estimate's sharpness, from the tuning set's embeddings at the thresholds just tuned."""
+    """The K classifier, fitted on the tuning set's notes at the thresholds just tuned (its accuracy
+    cross-validated there), and the eigengap's sharpness as the fallback when it cannot be fitted."""
     from mixscribe.config import to_dict
+    from mixscribe.evaluate.kestimate import fit_k_model
     from mixscribe.evaluate.thresholds import tune_k_sharpness
 
-    chunks = _map_chunks(_k_tuning_clips, ref, [table], cfg, to_dict(cfg))
-    sharpness, accuracy = tune_k_sharpness([c for chunk in chunks for c in chunk])
-    return dataclasses.replace(tuned, k_sharpness=sharpness, k_accuracy=accuracy)
+    clips = [c for chunk in _map_chunks(_k_tuning_clips, ref, [table], cfg, to_dict(cfg)) for c in chunk]
+    sharpness, eig_accuracy = tune_k_sharpness([(u, k) for _, u, _, k in clips])
+    k_model, accuracy = fit_k_model(clips)
+    if k_model is None:
+        accuracy = eig_accuracy
+    return dataclasses.replace(tuned, k_sharpness=sharpness, k_accuracy=accuracy,
+                               k_eigengap_accuracy=eig_accuracy), k_model  # fmt: skip
 
 
 def _tune(ref, table, cfg: EvalConfig):

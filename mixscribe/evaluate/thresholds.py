@@ -31,7 +31,8 @@ class Tuned:
     note_f1: float
     clips: int
     k_sharpness: float | None = None  # tuned only when K is estimated (k_mode auto)
-    k_accuracy: float | None = None  # on the tuning set, at that sharpness
+    k_accuracy: float | None = None  # of the K estimate used: the classifier's (cross-validated), else the eigengap's
+    k_eigengap_accuracy: float | None = None  # the eigengap's, at the tuned sharpness, on the tuning set
 
 
 def _search(score, lo: float = 0.05, hi: float = 0.95, steps: int = 10, rounds: int = 4) -> tuple[float, float]:

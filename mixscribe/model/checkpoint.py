@@ -113,6 +113,8 @@ def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out:
         decode = {k: float(evaluation["config"][k]) for k in ("onset_threshold", "frame_threshold")}
         if "k_sharpness" in evaluation["config"]:  # tuned when the evaluation estimated K
             decode["k_sharpness"] = float(evaluation["config"]["k_sharpness"])
+        if evaluation["config"].get("k_model"):  # the K classifier fitted on the tuning set
+            decode["k_model"] = evaluation["config"]["k_model"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{metrics}: not an evaluation report with thresholds ({type(exc).__name__})") from exc
     model = load_model(checkpoint)
