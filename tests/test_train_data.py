@@ -64,6 +64,35 @@ def test_remix_is_deterministic_mixes_different_families_and_never_clips():
     assert counts.argmax() == 1 and counts.min() > 10  # K=2 most frequent, as k_weights say
 
 
+def test_same_family_mixtures_have_distinct_programs_at_the_asked_rate():
+    """same_family_prob: hard negatives (e.g. clarinet + sax + bassoon) at that rate, never one program
+    twice; the rule-abiding draws stay as they were (same seed, prob 0: identical examples)."""
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    clips = []
+    for i, (family, program) in enumerate([("reed", 64), ("reed", 66), ("reed", 70), ("reed", 71),
+                                           ("strings", 40), ("strings", 42), ("piano", 0), ("brass", 56)]):  # fmt: skip
+        pcm = (rng.normal(size=64 * HOP) * 3000).astype(np.int16)
+        stem = Stem(pcm, "timgm6mb", "tim", 0, program, "x", program, family, 1.0)
+        clips.append(Clip(f"c{i}", i, "train", SAMPLE_RATE, 64 * HOP, [stem], [Note(4 * F, 20 * F, 60, 100, 0)]))
+    cfg = RemixConfig(crop_frames=32, k_weights=(0, 0, 1.0))  # K = 3
+    mixed = Remixer(clips, dataclasses.replace(cfg, same_family_prob=0.5), seed=0)
+    shared = 0
+    for i in range(400):
+        stems = mixed.example(0, i).stems
+        programs, families = [s.gm_program for s in stems], [s.gm_family for s in stems]
+        assert len(stems) == 3 and len(set(programs)) == 3
+        shared += len(set(families)) < 3
+        if len(set(families)) == 2:  # only 2 string programs: topped up from another family
+            assert families.count("strings") == 2
+        if len(set(families)) == 1:
+            assert families[0] == "reed"  # the only family with 3 programs
+    assert 0.4 < shared / 400 < 0.6
+    plain = [Remixer(clips, c, seed=0).example(0, 5).stems for c in (cfg, dataclasses.replace(cfg, same_family_prob=0.0))]
+    assert plain[0] == plain[1] and len({s.gm_family for s in plain[0]}) == 3
+
+
 def test_remixed_targets_follow_the_crop():
     clips = fake_clips(1)
     remixer = Remixer(clips, RemixConfig(crop_frames=64, k_weights=(1.0,), noise_std=0.0), seed=0)

@@ -61,6 +61,7 @@ class StemRef:
     clip: int  # row in the table of clips
     stem: int
     gm_family: str
+    gm_program: int = -1
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ class RemixConfig:
     gain_low: float = 0.8
     gain_high: float = 1.2
     noise_std: float = 5e-4  # additive Gaussian noise, std = noise_std * U(0, 1) per example (paper)
+    # Chance that a mixture's stems share one GM family (distinct programs: violin + viola + cello,
+    # clarinet + sax + bassoon); otherwise every stem is of another family. 0: never (the paper's rule).
+    same_family_prob: float = 0.0
     augment: AugmentConfig = AugmentConfig(enabled=False)  # realism transforms, before the noise
 
 
@@ -104,22 +108,47 @@ def require_split(root: str, manifest: dict, split: str) -> None:
 
 
 class Remixer:
-    """Mixtures from stems of different GM families, drawn from a list of clips (one split's rows)."""
+    """Mixtures from stems of different GM families (or, with cfg.same_family_prob, of one family),
+    drawn from a list of clips (one split's rows)."""
 
     def __init__(self, clips: list, cfg: RemixConfig = RemixConfig(), seed: int = 0):
         self.clips, self.cfg, self.seed = clips, cfg, seed
-        self.stems = [StemRef(i, j, s.gm_family) for i, c in enumerate(clips) for j, s in enumerate(c.stems)]
+        self.stems = [StemRef(i, j, s.gm_family, s.gm_program) for i, c in enumerate(clips) for j, s in enumerate(c.stems)]
         if not self.stems:
             raise ValueError("no stems to remix")
         self.families = sorted({s.gm_family for s in self.stems})
+        programs: dict[str, set[int]] = {}
+        for ref in self.stems:
+            programs.setdefault(ref.gm_family, set()).add(ref.gm_program)
+        self.shared_families = sorted(f for f, progs in programs.items() if len(progs) >= 2)
 
     def _draw_stems(self, rng: np.random.Generator, k: int) -> list[StemRef]:
+        if k >= 2 and self.cfg.same_family_prob > 0 and self.shared_families and rng.random() < self.cfg.same_family_prob:
+            return self._draw_one_family(rng, k)
         k = min(k, len(self.families))
         families = rng.choice(self.families, size=k, replace=False)
         chosen = []
         for fam in families:
             pool = [s for s in self.stems if s.gm_family == fam]
             chosen.append(pool[int(rng.integers(len(pool)))])
+        return chosen
+
+    def _draw_one_family(self, rng: np.random.Generator, k: int) -> list[StemRef]:
+        """k stems, as many as it has programs of one GM family (distinct programs), the rest of other
+        families: the hard negatives of timbre separation, which a family-distinct rule never shows."""
+        family = self.shared_families[int(rng.integers(len(self.shared_families)))]
+        pool = [s for s in self.stems if s.gm_family == family]
+        chosen, programs = [], set()
+        for i in rng.permutation(len(pool)):
+            if pool[i].gm_program not in programs:
+                chosen.append(pool[i])
+                programs.add(pool[i].gm_program)
+                if len(chosen) == k:
+                    return chosen
+        others = [f for f in self.families if f != family]
+        for fam in rng.choice(others, size=min(k - len(chosen), len(others)), replace=False):
+            fam_pool = [s for s in self.stems if s.gm_family == fam]
+            chosen.append(fam_pool[int(rng.integers(len(fam_pool)))])
         return chosen
 
     def example(self, epoch: int, index: int) -> Example:
