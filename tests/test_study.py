@@ -125,3 +125,27 @@ def test_two_arm_study_end_to_end(tmp_path):
     without_fold = json.loads((tmp_path / "a" / "a-without-holdout-opl3" / "shards" / "manifest.json").read_text())
     assert with_fold["procedural_instruments"] and all(k.startswith("proc-") for k in with_fold["procedural_instruments"])
     assert without_fold["procedural_instruments"] == {}
+
+
+@pytest.mark.parametrize("preset", ["study-procedural", "study-same-family"])
+def test_shipped_study_presets_give_valid_continuation_pipelines(preset, tmp_path):
+    """Both shipped arm studies continue the default model (pipeline.init_checkpoint) and every fold is
+    a plan that loads; the arms differ in exactly the studied setting."""
+    import yaml
+
+    from mixscribe.pipeline import load_plan
+
+    study = load_study(f"mixscribe/presets/{preset}.yaml")
+    plans = {}
+    for arm in study.arms:
+        path = tmp_path / f"{arm}.yaml"
+        path.write_text(yaml.safe_dump(fold_config(study, "tim", arm)))
+        plans[arm] = load_plan(str(path))
+        assert plans[arm].pipeline.init_checkpoint == "default"
+    without, with_ = plans["without"], plans["with"]
+    if preset == "study-same-family":
+        assert (without.train.same_family_prob, with_.train.same_family_prob) == (0.0, 0.5)
+        assert with_.synth == without.synth and with_.pipeline.train_stages == ("encoder",)
+    else:
+        assert with_.synth.procedural.seen_instruments > 0 == without.synth.procedural.seen_instruments
+        assert with_.train == without.train
