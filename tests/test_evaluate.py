@@ -73,6 +73,7 @@ def test_evaluate_cli_logs_to_a_real_mlflow_server(shards, mlflow_server, tmp_pa
                 "--experiment", "eval-http", "--k", "auto", env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| valid (tuning set) | all |" in r.stdout and "K auto (K classifier, " in r.stdout
+    assert "tuned on `valid` (" in r.stdout and "% right on the tuning set, 5-fold cross-validated by clip)" in r.stdout
     tuned = json.loads((out / "metrics.json").read_text())
     # the K classifier fitted on valid, then used; the eigengap's sharpness tuned beside it as the fallback
     assert tuned["config"]["k_model"]["classes"] and len(tuned["config"]["k_model"]["coef"][0]) == 20

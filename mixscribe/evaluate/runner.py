@@ -76,8 +76,8 @@ class EvalResult:
         if self.config.k_mode == "auto":
             k_how += " (K classifier" if self.config.k_model else f" (eigengap, sharpness {self.config.k_sharpness}"
             acc = self.tuned.k_accuracy if self.tuned else None
-            how = f", {K_ACCURACY_HOW}" if self.config.k_model else ""
-            k_how += f", {100 * acc:.1f} % right on the tuning set{how})" if acc is not None else ")"
+            k_cv = f", {K_ACCURACY_HOW}" if self.config.k_model else ""
+            k_how += f", {100 * acc:.1f} % right on the tuning set{k_cv})" if acc is not None else ")"
         lines = [f"Thresholds: onset {self.config.onset_threshold}, frame {self.config.frame_threshold}, {how}; "
                  f"K {k_how}.", "",
                  "| set | mix | clips | " + " | ".join(TABLE_METRICS) + " |",
