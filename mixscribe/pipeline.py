@@ -255,8 +255,8 @@ def _synth_stage(stages: _Stages, plan: Plan, root: Path, log) -> str:
         result = run_synth(plan.synth, out, plan.pipeline.num_clips, overwrite=True)
         m = result.manifest
         tracking.log_metrics(stages.mlf, rid, {
-            "synth/clips": m.get("num_clips", 0), "synth/audio_seconds": m.get("seconds", 0.0),
-            "synth/render_seconds": m.get("render_seconds", 0.0), "synth/dropped_stems": len(m.get("dropped", [])),
+            "synth/clips": m.get("num_clips", 0), "synth/audio_seconds": 3600 * m.get("hours", 0.0),
+            "synth/render_seconds": m.get("render_seconds", 0.0), "synth/dropped_stems": m.get("dropped_stems_total", 0),
             **{f"synth/split/{k}": v for k, v in m.get("rows_per_split", {}).items()}})  # fmt: skip
         tracking.log_shards_input(rid, stages.uri, out, "synth-output", m)
         log(f"    {m.get('num_clips')} clips -> {out}")

@@ -4,6 +4,7 @@ twice, and that an interrupted one resumes without duplicating finished stages."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,6 +66,10 @@ def test_pipeline_logs_nested_runs_params_metrics_lineage_and_models(finished):
     assert [m.step for m in history] == [0, 1]
     assert {"train/loss", "train/data_wait_frac", "train/lr"} <= set(children["train-amt"].data.metrics)
     assert "val/timbre" in children["train-encoder"].data.metrics
+    synth = children["synth"].data.metrics  # the manifest's own figures, not defaults
+    manifest = json.loads((workdir / "t1" / "shards" / "manifest.json").read_text())
+    assert synth["synth/clips"] == 16 and synth["synth/audio_seconds"] == pytest.approx(3600 * manifest["hours"])
+    assert synth["synth/audio_seconds"] > 0 and synth["synth/dropped_stems"] == manifest["dropped_stems_total"]
     eval_metrics = children["evaluate"].data.metrics
     assert "eval/valid/all/note_f1" in eval_metrics and "eval/unseen-soundfont/all/sep_note_f1" in eval_metrics
     assert parent[0].data.metrics["eval/valid/all/note_f1"] == eval_metrics["eval/valid/all/note_f1"]
