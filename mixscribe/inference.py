@@ -203,14 +203,12 @@ def _check_k(k: int | None, n_notes: int, strict_k: bool) -> None:
 def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None, params: DecodeParams = DecodeParams(),
             n_frames: int | None = None) -> tuple[list[Note], int]:  # fmt: skip
     """Notes into K tracks; K None: estimated by the model's K classifier (else the eigengap)."""
-    if u is None or k == 1 or not raw:
-        return [n.to_note(0) for n in raw], k or 1
-    if k is None and params.k_model is not None:
+    if k is None and u is not None and raw and params.k_model is not None:
         from mixscribe.evaluate.kestimate import note_spans
 
         k = params.k_model.estimate(note_spans(raw), u, n_frames or max(n.end for n in raw))
-        if k == 1:
-            return [n.to_note(0) for n in raw], 1
+    if u is None or k == 1 or not raw:
+        return [n.to_note(0) for n in raw], k or 1
     labels, k_used = cluster_notes(u, k, params.max_k, sharpness=params.k_sharpness)
     return [n.to_note(int(t)) for n, t in zip(raw, labels)], k_used
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixscribe.evaluate.kestimate import KModel
+from mixscribe.evaluate.kestimate import KModel, laplacian_eigenvalues
 from mixscribe.schema import HOP, MIDI_MIN, SAMPLE_RATE, Note
 
 
@@ -150,10 +150,7 @@ def estimate_k(u: np.ndarray, max_k: int = 8, sharpness: float = 10.0) -> int:
     n = len(u)
     if n <= 1:
         return n
-    a = np.exp(sharpness * (np.clip(u @ u.T, -1.0, 1.0) - 1.0))
-    d = a.sum(1)
-    lap = np.eye(n) - a / np.sqrt(np.outer(d, d))
-    eig = np.sort(np.linalg.eigvalsh(lap))[: min(max_k, n - 1) + 1]
+    eig = laplacian_eigenvalues(u @ u.T, sharpness)[: min(max_k, n - 1) + 1]
     gaps = np.diff(eig)
     return int(np.argmax(gaps) + 1)
 

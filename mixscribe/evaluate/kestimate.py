@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixscribe.schema import HOP, SAMPLE_RATE
+
 WINDOW_FRAMES = 600  # the synthetic clips' length: the features' scale depends on it
-FRAME_SECONDS = 256 / 22050
 SHARPNESSES = (3.0, 10.0)  # affinity exp(s (cos - 1)) whose normalised-Laplacian spectrum is a feature
 EIGENVALUES = 6  # per sharpness: the smallest non-trivial eigenvalues
 MIN_NOTES = 2
@@ -28,11 +29,18 @@ FEATURES = ("concurrency mean", "concurrency p50", "concurrency p75", "concurren
             "mean note cosine")  # fmt: skip
 
 
-def _laplacian_spectrum(u: np.ndarray, sharpness: float) -> np.ndarray:
-    """The EIGENVALUES smallest non-trivial eigenvalues (padded with 1: 'no cluster structure')."""
-    a = np.exp(sharpness * (np.clip(u @ u.T, -1.0, 1.0) - 1.0))
+def laplacian_eigenvalues(gram: np.ndarray, sharpness: float) -> np.ndarray:
+    """Ascending eigenvalues of the normalised Laplacian of the sharpened note affinity
+    exp(sharpness (cos - 1)), from the notes' cosine matrix `gram` (u @ u.T). The eigengap estimate
+    and the classifier's spectrum features both read it."""
+    a = np.exp(sharpness * (np.clip(gram, -1.0, 1.0) - 1.0))
     d = a.sum(1)
-    eig = np.sort(np.linalg.eigvalsh(np.eye(len(u)) - a / np.sqrt(np.outer(d, d))))[1 : EIGENVALUES + 1]
+    return np.sort(np.linalg.eigvalsh(np.eye(len(gram)) - a / np.sqrt(np.outer(d, d))))
+
+
+def _spectrum_feature(gram: np.ndarray, sharpness: float) -> np.ndarray:
+    """The EIGENVALUES smallest non-trivial eigenvalues (padded with 1: 'no cluster structure')."""
+    eig = laplacian_eigenvalues(gram, sharpness)[1 : EIGENVALUES + 1]
     return np.pad(eig, (0, EIGENVALUES - len(eig)), constant_values=1.0)
 
 
@@ -47,10 +55,10 @@ def window_features(spans: np.ndarray, u: np.ndarray, n_frames: int) -> np.ndarr
     if not len(sounding):
         sounding = np.ones(1)
     conc = [sounding.mean(), *np.percentile(sounding, [50, 75, 90, 95]), sounding.max()]
-    density = np.log(len(u) / (n_frames * FRAME_SECONDS))
-    spectra = [_laplacian_spectrum(u, s) for s in SHARPNESSES]
-    cos = u @ u.T
-    mean_cos = cos[np.triu_indices(len(u), 1)].mean()
+    density = np.log(len(u) / (n_frames * HOP / SAMPLE_RATE))
+    gram = u @ u.T
+    spectra = [_spectrum_feature(gram, s) for s in SHARPNESSES]
+    mean_cos = gram[np.triu_indices(len(u), 1)].mean()
     return np.concatenate([conc, [density], *spectra, [mean_cos]])
 
 
@@ -93,8 +101,13 @@ class KModel:
         x = file_features(spans, u, n_frames, self.window)
         if not len(x):  # notes too sparse for any window: the whole file as one
             x = window_features(spans, u, n_frames)[None]
+        return self.decide(x, len(u))
+
+    def decide(self, x: np.ndarray, n_notes: int) -> int:
+        """K from a file's window features [windows, features]: the class of their mean probability,
+        never more than the number of notes."""
         k = self.classes[int(np.argmax(self.probabilities(x).mean(0)))]
-        return int(min(k, len(u)))
+        return int(min(k, n_notes))
 
 
 def fit_k_model(clips: list[tuple[np.ndarray, np.ndarray, int, int]], c: float = 0.3,
@@ -125,7 +138,7 @@ def fit_k_model(clips: list[tuple[np.ndarray, np.ndarray, int, int]], c: float =
         warnings.simplefilter("ignore")
         for train, test in splitter.split(np.zeros(len(keep)), ks):
             model = fit(train)
-            hits += [model.estimate(*clips[keep[i]][:3]) == ks[i] for i in test]
+            hits += [model.decide(feats[keep[i]], len(clips[keep[i]][1])) == ks[i] for i in test]
     return fit(np.arange(len(keep))), float(np.mean(hits))
 
 

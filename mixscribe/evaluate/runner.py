@@ -74,10 +74,12 @@ class EvalResult:
             how += f"; {self.label}"
         k_how = self.config.k_mode
         if self.config.k_mode == "auto":
-            k_how += " (K classifier" if self.config.k_model else f" (eigengap, sharpness {self.config.k_sharpness}"
+            method = "K classifier" if self.config.k_model else f"eigengap, sharpness {self.config.k_sharpness}"
             acc = self.tuned.k_accuracy if self.tuned else None
-            k_cv = f", {K_ACCURACY_HOW}" if self.config.k_model else ""
-            k_how += f", {100 * acc:.1f} % right on the tuning set{k_cv})" if acc is not None else ")"
+            if acc is not None:
+                method += f", {100 * acc:.1f} % right on the tuning set"
+                method += ", 5-fold cross-validated by clip" if self.config.k_model else ""
+            k_how += f" ({method})"
         lines = [f"Thresholds: onset {self.config.onset_threshold}, frame {self.config.frame_threshold}, {how}; "
                  f"K {k_how}.", "",
                  "| set | mix | clips | " + " | ".join(TABLE_METRICS) + " |",
@@ -98,8 +100,6 @@ class EvalResult:
             writer.writerows(self.rows)
         return buf.getvalue()
 
-
-K_ACCURACY_HOW = "5-fold cross-validated by clip"
 
 METRICS = ("frame_precision", "frame_recall", "frame_f1", "frame_accuracy", "note_precision", "note_recall",
            "note_f1", "note_offset_f1", "sep_note_f1", "sep_frame_f1", "cluster_purity", "cluster_ari",
@@ -252,12 +252,11 @@ def _clip_notes(model, clip, params):
 def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
     """Ray task: each tuning clip's note spans and pooled embeddings (at the tuned thresholds), its
     length in frames and its true K."""
-    from mixscribe.evaluate.kestimate import note_spans
-
     import torch
 
     from mixscribe.config import from_dict
     from mixscribe.evaluate.decode import DecodeParams
+    from mixscribe.evaluate.kestimate import note_spans
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)

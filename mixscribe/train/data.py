@@ -116,11 +116,11 @@ class Remixer:
         self.stems = [StemRef(i, j, s.gm_family, s.gm_program) for i, c in enumerate(clips) for j, s in enumerate(c.stems)]
         if not self.stems:
             raise ValueError("no stems to remix")
-        self.families = sorted({s.gm_family for s in self.stems})
-        programs: dict[str, set[int]] = {}
+        self.by_family: dict[str, list[StemRef]] = {}  # in stem order: the draws index into these
         for ref in self.stems:
-            programs.setdefault(ref.gm_family, set()).add(ref.gm_program)
-        self.shared_families = sorted(f for f, progs in programs.items() if len(progs) >= 2)
+            self.by_family.setdefault(ref.gm_family, []).append(ref)
+        self.families = sorted(self.by_family)
+        self.shared_families = [f for f in self.families if len({r.gm_program for r in self.by_family[f]}) >= 2]
 
     def _draw_stems(self, rng: np.random.Generator, k: int) -> list[StemRef]:
         if k >= 2 and self.cfg.same_family_prob > 0 and self.shared_families and rng.random() < self.cfg.same_family_prob:
@@ -129,7 +129,7 @@ class Remixer:
         families = rng.choice(self.families, size=k, replace=False)
         chosen = []
         for fam in families:
-            pool = [s for s in self.stems if s.gm_family == fam]
+            pool = self.by_family[fam]
             chosen.append(pool[int(rng.integers(len(pool)))])
         return chosen
 
@@ -137,7 +137,7 @@ class Remixer:
         """k stems, as many as it has programs of one GM family (distinct programs), the rest of other
         families: the hard negatives of timbre separation, which a family-distinct rule never shows."""
         family = self.shared_families[int(rng.integers(len(self.shared_families)))]
-        pool = [s for s in self.stems if s.gm_family == family]
+        pool = self.by_family[family]
         chosen, programs = [], set()
         for i in rng.permutation(len(pool)):
             if pool[i].gm_program not in programs:
@@ -147,7 +147,7 @@ class Remixer:
                     return chosen
         others = [f for f in self.families if f != family]
         for fam in rng.choice(others, size=min(k - len(chosen), len(others)), replace=False):
-            fam_pool = [s for s in self.stems if s.gm_family == fam]
+            fam_pool = self.by_family[fam]
             chosen.append(fam_pool[int(rng.integers(len(fam_pool)))])
         return chosen
 
