@@ -94,6 +94,19 @@ def test_train_cli_and_config_errors(data, tmp_path):
     assert r.returncode == 2 and "train.stage" in r.stderr.strip().splitlines()[-1]
 
 
+def _registered_checkpoint(run_dir) -> bool:
+    """True once Ray Train's checkpoint manager has persisted a snapshot that names a latest checkpoint."""
+    import json
+
+    for snapshot in run_dir.glob("**/checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                return True
+        except (OSError, ValueError):  # being written right now
+            pass
+    return False
+
+
 def test_a_killed_worker_recovers_from_the_last_checkpoint(data, tmp_path):
     """SIGKILL one of two Ray Train workers mid-run: Ray restarts the group, which resumes from the latest
     checkpoint (no epoch reported twice, none missing) and finishes."""
@@ -109,9 +122,11 @@ def test_a_killed_worker_recovers_from_the_last_checkpoint(data, tmp_path):
     thread = threading.Thread(target=lambda: box.setdefault("result", run_training(cfg, data, "kill", str(tmp_path))))
     thread.start()
     deadline = time.time() + 300
-    # the second checkpoint's folder appearing means the controller has polled (registered) the first
-    while time.time() < deadline and len(list((tmp_path / "kill").glob("checkpoint_*"))) < 2:
+    # kill only once the controller has registered a checkpoint (its snapshot names one): a checkpoint folder
+    # alone is not enough, under load the controller may not have polled it yet and Ray restarts from scratch
+    while time.time() < deadline and not _registered_checkpoint(tmp_path / "kill"):
         time.sleep(0.1)
+    assert _registered_checkpoint(tmp_path / "kill"), "no checkpoint registered within 300 s"
     workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
     assert len(workers) == 2, [p.info["cmdline"] for p in workers]
     victim = workers[-1]
