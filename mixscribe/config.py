@@ -47,6 +47,9 @@ class GeneratorConfig:
     tempo_bpm: float = 120.0
     jitter_frames: float = 0.49
     use_program_ranges: bool = True  # the register constraint the paper lacked
+    # share of stems played as one monophonic line (no overlaps, no chord chains), as the voices of a
+    # chorale or a quartet are; 0 keeps the paper's generator and its draws exactly
+    line_prob: float = 0.0
 
     def validate(self) -> None:
         _check(self.clip_frames >= 32, "generator.clip_frames", "must be >= 32")
@@ -63,6 +66,7 @@ class GeneratorConfig:
         _check(0 <= self.poly_prob < 1, "generator.poly_prob", "must be in [0, 1)")
         _check(0 <= self.chord_prob <= 1, "generator.chord_prob", "must be in [0, 1]")
         _check(self.max_polyphony >= 1, "generator.max_polyphony", "must be >= 1")
+        _check(0 <= self.line_prob <= 1, "generator.line_prob", "must be in [0, 1]")
         _check(
             1 <= self.velocity_min < self.velocity_max <= 127,
             "generator.velocity_min",

@@ -81,8 +81,10 @@ def _duration(cfg: GeneratorConfig, rng: np.random.Generator) -> int:
 
 
 def generate_roll(cfg: GeneratorConfig, low: int, high: int, rng: np.random.Generator) -> list[RollNote]:
-    """The paper's main melodic line plus geometric chord chains, confined to [low, high]."""
+    """The paper's main melodic line plus geometric chord chains, confined to [low, high]; with
+    probability cfg.line_prob the main line alone, its notes never overlapping (one voice)."""
     T = cfg.clip_frames
+    line = cfg.line_prob > 0 and rng.random() < cfg.line_prob  # no draw at 0: old seeds, same rolls
     occupied = np.zeros((high - low + 1, T), dtype=bool)
     bag = PitchBag(low, high, cfg.octave_weights, rng)
     notes: list[RollNote] = []
@@ -109,7 +111,7 @@ def generate_roll(cfg: GeneratorConfig, low: int, high: int, rng: np.random.Gene
         else:
             prev_len = prev.offset - prev.onset
             gap = _truncnorm(rng, cfg.onset_mu, cfg.onset_scale, -(prev_len + 0.5), prev_len / 3)
-            onset = max(0, prev.offset + int(round(gap)))
+            onset = max(0, prev.offset + (max(0, int(round(gap))) if line else int(round(gap))))
         while onset < T and occupied[pitch - low, onset]:
             onset += 1  # slide forward to the next free frame
         if onset >= T:
@@ -120,6 +122,8 @@ def generate_roll(cfg: GeneratorConfig, low: int, high: int, rng: np.random.Gene
         if span < cfg.duration_min:
             continue  # squeezed by a later note on the same pitch: draw again
         prev = place(pitch, onset, onset + span)
+        if line:
+            continue
         if rng.random() < cfg.poly_prob + 0.2 * span / cfg.duration_max:
             queue.append(prev)
 
