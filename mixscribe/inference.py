@@ -206,7 +206,7 @@ def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None, params: Dec
     if k is None and u is not None and raw and params.k_model is not None:
         from mixscribe.evaluate.kestimate import note_spans
 
-        k = params.k_model.estimate(note_spans(raw), u, n_frames or max(n.end for n in raw))
+        k = params.k_model.estimate(note_spans(raw), n_frames or max(n.end for n in raw))
     if u is None or k == 1 or not raw:
         return [n.to_note(0) for n in raw], k or 1
     labels, k_used = cluster_notes(u, k, params.max_k, sharpness=params.k_sharpness)

@@ -1,5 +1,6 @@
 """Transcription end to end: real rendered audio, the real CLI, every bad input."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -228,13 +229,14 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     from mixscribe.model import load_model
 
     from mixscribe.config import to_dict
-    from mixscribe.evaluate.kestimate import KModel
+    from mixscribe.evaluate.kestimate import FEATURES, KModel
 
     _, path = duet
     report = tmp_path / "report"
     report.mkdir()
     # a K classifier that says 3 whatever it sees (intercepts only): the one transcribe must then use
-    k_model = KModel((1, 2, 3), (0.0,) * 20, (1.0,) * 20, ((0.0,) * 20,) * 3, (0.0, 0.0, 5.0))
+    n = len(FEATURES)
+    k_model = KModel((1, 2, 3), (0.0,) * n, (1.0,) * n, ((0.0,) * n,) * 3, (0.0, 0.0, 5.0), features=FEATURES)
     (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
                                                                 "tune_on": "valid", "k_model": to_dict(k_model)},
                                                      "tuned": None}))  # fmt: skip
@@ -254,6 +256,16 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
         assert r.returncode == 0, r.stderr
         got = len(json.loads((tmp_path / "o" / "duet.json").read_text())["notes"])
         assert (got == n) if n is not None else (got < want), (got, n, want)  # higher frame threshold: fewer notes
+    # a classifier stored by a version with other features is not used: the eigengap decides, with a warning
+    stale = dataclasses.replace(k_model, features=())
+    (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
+                                                                "tune_on": "valid", "k_model": to_dict(stale)},
+                                                     "tuned": None}))  # fmt: skip
+    r = run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o", str(tmp_path / "s.pt"))
+    assert r.returncode == 0, r.stderr
+    with pytest.warns(UserWarning, match="K classifier was fitted on other features"):
+        old = load_model(tmp_path / "s.pt")
+    assert old.decode_params.k_model is None and old.decode_params.onset_threshold == 0.8
     (report / "metrics.json").write_text("{}")
     one_line_error(run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o",
                            str(tmp_path / "x.pt")), "metrics.json", "not an evaluation report")  # fmt: skip

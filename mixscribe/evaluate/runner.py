@@ -280,7 +280,7 @@ def _tune_k(ref, table, cfg: EvalConfig, tuned):
 
     clips = [c for chunk in _map_chunks(_k_tuning_clips, ref, [table], cfg, to_dict(cfg)) for c in chunk]
     sharpness, eig_accuracy = tune_k_sharpness([(u, k) for _, u, _, k in clips])
-    k_model, accuracy = fit_k_model(clips)
+    k_model, accuracy = fit_k_model([(spans, n, k) for spans, _, n, k in clips])
     if k_model is None:
         accuracy = eig_accuracy
     return dataclasses.replace(tuned, k_sharpness=sharpness, k_accuracy=accuracy,

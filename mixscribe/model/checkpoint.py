@@ -6,7 +6,9 @@ Written to a temporary name and renamed, so a crash never leaves half a checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -93,9 +95,14 @@ def _decode_params(payload: dict, path) -> object:
     if not stored:
         return None
     try:
-        return from_dict(DecodeParams, stored, prefix="decode.")
+        params = from_dict(DecodeParams, stored, prefix="decode.")
     except MixscribeError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
+    if params.k_model is not None and not params.k_model.usable():
+        warnings.warn(f"{path}: its K classifier was fitted on other features than this version computes; K is "
+                      "estimated by the eigengap (re-fit: mixscribe evaluate --k auto, then package-model)", stacklevel=2)
+        params = dataclasses.replace(params, k_model=None)
+    return params
 
 
 def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
