@@ -235,11 +235,16 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     report = tmp_path / "report"
     report.mkdir()
     # a K classifier that says 3 whatever it sees (intercepts only): the one transcribe must then use
-    n = len(FEATURES)
-    k_model = KModel((1, 2, 3), (0.0,) * n, (1.0,) * n, ((0.0,) * n,) * 3, (0.0, 0.0, 5.0), features=FEATURES)
-    (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
-                                                                "tune_on": "valid", "k_model": to_dict(k_model)},
-                                                     "tuned": None}))  # fmt: skip
+    width = len(FEATURES)
+    k_model = KModel((1, 2, 3), (0.0,) * width, (1.0,) * width, ((0.0,) * width,) * 3, (0.0, 0.0, 5.0),
+                     features=FEATURES)  # fmt: skip
+
+    def write_report(classifier: KModel) -> None:
+        (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
+                                                                    "tune_on": "valid", "k_model": to_dict(classifier)},
+                                                         "tuned": None}))  # fmt: skip
+
+    write_report(k_model)
     r = run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o", str(tmp_path / "m.pt"))
     assert r.returncode == 0, r.stderr
     packaged = load_model(tmp_path / "m.pt")
@@ -257,10 +262,7 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
         got = len(json.loads((tmp_path / "o" / "duet.json").read_text())["notes"])
         assert (got == n) if n is not None else (got < want), (got, n, want)  # higher frame threshold: fewer notes
     # a classifier stored by a version with other features is not used: the eigengap decides, with a warning
-    stale = dataclasses.replace(k_model, features=())
-    (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
-                                                                "tune_on": "valid", "k_model": to_dict(stale)},
-                                                     "tuned": None}))  # fmt: skip
+    write_report(dataclasses.replace(k_model, features=()))
     r = run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o", str(tmp_path / "s.pt"))
     assert r.returncode == 0, r.stderr
     with pytest.warns(UserWarning, match="K classifier was fitted on other features"):

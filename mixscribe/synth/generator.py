@@ -111,7 +111,8 @@ def generate_roll(cfg: GeneratorConfig, low: int, high: int, rng: np.random.Gene
         else:
             prev_len = prev.offset - prev.onset
             gap = _truncnorm(rng, cfg.onset_mu, cfg.onset_scale, -(prev_len + 0.5), prev_len / 3)
-            onset = max(0, prev.offset + (max(0, int(round(gap))) if line else int(round(gap))))
+            step = int(round(gap))
+            onset = max(0, prev.offset + (max(step, 0) if line else step))  # a voice never overlaps itself
         while onset < T and occupied[pitch - low, onset]:
             onset += 1  # slide forward to the next free frame
         if onset >= T:
