@@ -22,6 +22,7 @@ from mixscribe.evaluate.decode import DecodeParams, RawNote, cluster_notes, crea
 from mixscribe.schema import HOP, SAMPLE_RATE, Note
 
 WINDOW_FRAMES = 1024  # ~12 s kept per window (2,048 peaked ~130 MB higher for no speed: docs/benchmarks.md)
+CQT_WINDOW_FRAMES = 4096  # the CQT's windows: its context (below) costs 8 % of it here, 31 % at 1,024 frames
 CONTEXT_FRAMES = 160  # ~1.9 s of audio either side: more than half the lowest CQT kernel (1.6 s)
 NET_CONTEXT_FRAMES = 16  # CQT frames either side for the branches (receptive field: +-9 frames)
 MIN_SECONDS = 0.5
@@ -75,8 +76,8 @@ def prepare_audio(audio: np.ndarray, sr: int, where: str = "audio") -> np.ndarra
     return audio
 
 
-def _windows(n_frames: int) -> list[tuple[int, int]]:
-    return [(a, min(a + WINDOW_FRAMES, n_frames)) for a in range(0, n_frames, WINDOW_FRAMES)]
+def _windows(n_frames: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size, n_frames)) for a in range(0, n_frames, size)]
 
 
 def _segment(audio: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int]:
@@ -115,18 +116,19 @@ class _Runner:
             raise TranscribeError("backend onnxruntime requested but onnxruntime is not installed")
         self.n_frames = len(audio) // HOP
         self.audio = audio[: self.n_frames * HOP]
-        self.windows = _windows(self.n_frames)
+        self.windows = _windows(self.n_frames, WINDOW_FRAMES)
         self.power = np.zeros((model.cfg.n_bins, self.n_frames), np.float32)  # 60 MB per 10 minutes
         with torch.inference_mode():
-            for a, b in self.windows:
+            for a, b in _windows(self.n_frames, CQT_WINDOW_FRAMES):
                 seg, off = _segment(self.audio, a, b)
                 self.power[:, a:b] = model.power(torch.from_numpy(seg)[None])[0, :, off : off + b - a].numpy()
         energy = self.power.sum(axis=0, dtype=np.float64)
         self.sigma = np.array([energy.std(ddof=1) if self.n_frames > 1 else 0.0], np.float32)
 
-    def segments(self):
-        """(a, b, power of frames [a - C, b + C) within the file, offset of frame a in it)."""
-        for a, b in self.windows:
+    def segments(self, windows: list[tuple[int, int]] | None = None):
+        """(a, b, power of frames [a - C, b + C) within the file, offset of frame a in it) of every
+        window, or of the windows given."""
+        for a, b in self.windows if windows is None else windows:
             lo, hi = max(a - NET_CONTEXT_FRAMES, 0), min(b + NET_CONTEXT_FRAMES, self.n_frames)
             yield a, b, np.ascontiguousarray(self.power[None, :, lo:hi]), a - lo
 
@@ -135,20 +137,21 @@ class _Runner:
 
         return self.model.features_from_power(torch.from_numpy(power), torch.from_numpy(self.sigma))
 
-    def amt(self, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def amt(self, power: np.ndarray, release: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """release: the pass's last window, after which onnxruntime's arena hands back its memory."""
         import torch
 
         if self.ort is not None:
-            return tuple(self.ort.amt(power, self.sigma))
+            return tuple(self.ort.amt(power, self.sigma, release))
         with torch.inference_mode():
             frame, onset = self.model.amt(self._features(power))
         return frame.numpy(), onset.numpy()
 
-    def embed(self, power: np.ndarray) -> np.ndarray:
+    def embed(self, power: np.ndarray, release: bool = False) -> np.ndarray:
         import torch
 
         if self.ort is not None:
-            return self.ort.embed(power, self.sigma)
+            return self.ort.embed(power, self.sigma, release)
         with torch.inference_mode():
             return self.model.encoder(self._features(power)).numpy()
 
@@ -157,7 +160,7 @@ class _Runner:
         frame = np.zeros((84, self.n_frames), np.float32)
         onset = np.zeros((84, self.n_frames), np.float32)
         for a, b, seg, off in self.segments():
-            f, o = self.amt(seg)
+            f, o = self.amt(seg, release=b == self.n_frames)
             frame[:, a:b] = f[0, 0, :, off : off + b - a]
             onset[:, a:b] = o[0, 0, :, off : off + b - a]
         return frame, onset
@@ -168,12 +171,10 @@ class _Runner:
         u = np.zeros((len(notes), self.model.cfg.embed_dim), np.float64)
         starts = np.array([n.start for n in notes])
         ends = np.array([n.end for n in notes])
-        for a, b, seg, off in self.segments():
-            live = np.flatnonzero((starts < b) & (ends > a))
-            if not live.size:
-                continue
-            e = self.embed(seg)[0, :, :, off : off + b - a]
-            for i in live:
+        windows = [(a, b) for a, b in self.windows if np.any((starts < b) & (ends > a))]
+        for a, b, seg, off in self.segments(windows):
+            e = self.embed(seg, release=(a, b) == windows[-1])[0, :, :, off : off + b - a]
+            for i in np.flatnonzero((starts < b) & (ends > a)):
                 n = notes[i]
                 s, t = max(n.start, a), min(n.end, b)
                 w = frame[n.pitch_index, s:t].astype(np.float64) ** power
@@ -189,7 +190,7 @@ def run_model(model, audio: np.ndarray, with_embedding: bool = True, backend: st
         return frame, onset, None
     emb = np.zeros((model.cfg.embed_dim, 84, runner.n_frames), np.float32)
     for a, b, seg, off in runner.segments():
-        emb[:, :, a:b] = runner.embed(seg)[0, :, :, off : off + b - a]
+        emb[:, :, a:b] = runner.embed(seg, release=b == runner.n_frames)[0, :, :, off : off + b - a]
     return frame, onset, emb
 
 

@@ -87,8 +87,10 @@ def test_windowed_inference_matches_whole_file(model, monkeypatch):
     rng = np.random.default_rng(0)
     audio = (rng.normal(size=256 * 1500) * np.sin(np.arange(256 * 1500) / 5000) ** 2).astype(np.float32) * 0.1
     monkeypatch.setattr(tr, "WINDOW_FRAMES", 400)
+    monkeypatch.setattr(tr, "CQT_WINDOW_FRAMES", 300)  # the CQT's windows differ from the branches'
     f_win, o_win, _ = tr.run_model(model, audio, with_embedding=False)
     monkeypatch.setattr(tr, "WINDOW_FRAMES", 10_000)
+    monkeypatch.setattr(tr, "CQT_WINDOW_FRAMES", 10_000)
     f_all, o_all, _ = tr.run_model(model, audio, with_embedding=False)
     assert f_win.shape == (84, 1500)
     np.testing.assert_allclose(f_win, f_all, atol=2e-4)
@@ -272,3 +274,24 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     one_line_error(run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o",
                            str(tmp_path / "x.pt")), "metrics.json", "not an evaluation report")  # fmt: skip
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_onnxruntime_sessions_share_one_arena_that_a_release_run_hands_back(model):
+    """Both graphs (and a second model's) draw on one shared arena, which keeps a window's activations
+    for the next window; a run with release=True returns its free memory to the OS (docs/benchmarks.md)."""
+    import psutil
+
+    from mixscribe.model.export import OrtModel
+
+    rss = lambda: psutil.Process().memory_info().rss / 2**20  # noqa: E731
+    first, second = OrtModel(model, threads=1), OrtModel(model, threads=1)
+    power = np.random.default_rng(0).random((1, model.cfg.n_bins, 3000), np.float32)
+    sigma = np.ones(1, np.float32)
+    want = first.embed(power, sigma)
+    kept = second.embed(power, sigma)
+    held = rss()
+    released = second.embed(power, sigma, release=True)
+    after = rss()
+    np.testing.assert_array_equal(kept, want)
+    np.testing.assert_array_equal(released, want)
+    assert held - after > 100, (held, after)  # ~16 channels x 252 bins x 3,000 frames per activation

@@ -5,6 +5,7 @@ share the sigma of the whole file (what `mixscribe transcribe` does with onnxrun
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -63,10 +64,29 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, external_sigma: bool 
     return path
 
 
+@functools.cache
+def _register_shared_arena() -> bool:
+    """One CPU memory arena for every onnxruntime session of this process (registered once), growing by
+    exactly what is asked (kSameAsRequested, not powers of two). False when the process already has one."""
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    try:
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))  # max, kSameAsRequested, defaults
+    except Exception:  # onnxruntime raises a plain Fail when an allocator is registered already
+        return False
+    return True
+
+
 class OrtModel:
     """The two branches run by onnxruntime (about 1.5x faster than eager torch on 2 CPU cores:
     benchmarks/frontend_speed.py); same outputs to ~1e-5. Separate graphs from CQT power, because
-    transcription computes the CQT once per file and runs the branches in separate passes."""
+    transcription computes the CQT once per file and runs the branches in separate passes.
+
+    Both sessions draw on one shared memory arena: without an arena every window's activations are
+    fresh pages from the OS (about 20 % of transcription time, docs/benchmarks.md); with one arena per
+    session each would keep its own peak. A run with `release=True` (a pass's last window) hands the
+    arena's free memory back, so clustering and the next file do not sit on top of it."""
 
     def __init__(self, model: nn.Module, threads: int | None = None):
         import onnxruntime as ort
@@ -74,12 +94,15 @@ class OrtModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
         opts.log_severity_level = 3
-        opts.enable_cpu_mem_arena = False  # the arena keeps each window's peak; long files want it freed
+        _register_shared_arena()
+        opts.add_session_config_entry("session.use_env_allocators", "1")
         self.amt_session = ort.InferenceSession(export_onnx_bytes(model, True, "amt"), opts)
         self.encoder_session = ort.InferenceSession(export_onnx_bytes(model, True, "encoder"), opts)
+        self._release = ort.RunOptions()
+        self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
-    def amt(self, power, sigma):
-        return self.amt_session.run(None, {"power": power, "sigma": sigma})
+    def amt(self, power, sigma, release: bool = False):
+        return self.amt_session.run(None, {"power": power, "sigma": sigma}, self._release if release else None)
 
-    def embed(self, power, sigma):
-        return self.encoder_session.run(None, {"power": power, "sigma": sigma})[0]
+    def embed(self, power, sigma, release: bool = False):
+        return self.encoder_session.run(None, {"power": power, "sigma": sigma}, self._release if release else None)[0]
