@@ -65,17 +65,13 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, external_sigma: bool 
 
 
 @functools.cache
-def _register_shared_arena() -> bool:
+def _register_shared_arena() -> None:
     """One CPU memory arena for every onnxruntime session of this process (registered once), growing by
-    exactly what is asked (kSameAsRequested, not powers of two). False when the process already has one."""
+    exactly what is asked (kSameAsRequested, not powers of two)."""
     import onnxruntime as ort
 
     info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-    try:
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))  # max, kSameAsRequested, defaults
-    except Exception:  # onnxruntime raises a plain Fail when an allocator is registered already
-        return False
-    return True
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))  # max, kSameAsRequested, defaults
 
 
 class OrtModel:
@@ -88,14 +84,18 @@ class OrtModel:
     session each would keep its own peak. A run with `release=True` (a pass's last window) hands the
     arena's free memory back, so clustering and the next file do not sit on top of it."""
 
-    def __init__(self, model: nn.Module, threads: int | None = None):
+    def __init__(self, model: nn.Module, threads: int | None = None, arena: bool = True):
+        """arena=False: no arena at all (what benchmarks/transcribe_speed.py compares against)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
         opts.log_severity_level = 3
-        _register_shared_arena()
-        opts.add_session_config_entry("session.use_env_allocators", "1")
+        if arena:
+            _register_shared_arena()
+            opts.add_session_config_entry("session.use_env_allocators", "1")
+        else:
+            opts.enable_cpu_mem_arena = False
         self.amt_session = ort.InferenceSession(export_onnx_bytes(model, True, "amt"), opts)
         self.encoder_session = ort.InferenceSession(export_onnx_bytes(model, True, "encoder"), opts)
         self._release = ort.RunOptions()
