@@ -149,3 +149,21 @@ def test_shipped_study_presets_give_valid_continuation_pipelines(preset, tmp_pat
     else:
         assert with_.synth.procedural.seen_instruments > 0 == without.synth.procedural.seen_instruments
         assert with_.train == without.train
+
+
+def test_lines_study_preset_continues_both_branches_on_line_stems(tmp_path):
+    """study-lines: one fold, the default model continued (AMT then encoder) on data whose stems are half
+    one-voice lines; everything else is the default preset."""
+    import yaml
+
+    from mixscribe.pipeline import load_plan
+
+    study = load_study("mixscribe/presets/study-lines.yaml")
+    assert study.folds() == [("", "tim")]
+    path = tmp_path / "fold.yaml"
+    path.write_text(yaml.safe_dump(fold_config(study, "tim")))
+    plan, default = load_plan(str(path)), load_plan("default")
+    assert plan.pipeline.init_checkpoint == "default" and plan.pipeline.train_stages == ("amt", "encoder")
+    assert (plan.synth.generator.line_prob, default.synth.generator.line_prob) == (0.5, 0.0)
+    assert (plan.train_for("amt").epochs, plan.train_for("encoder").epochs) == (3, 5)
+    assert plan.train == default.train
