@@ -154,9 +154,9 @@ def main() -> None:
 
 Separated transcription (K = 3) of a rendered piano/violin/bassoon piece (600 s = the 60 s piece 10 times)
 by {args.checkpoint or 'the shipped default model'} with its stored thresholds: one process per figure,
-onnxruntime backend with {__import__('os').cpu_count()} threads and one shared memory arena, the CQT computed once per file
-(windows of 4,096 frames), the branches in windows of 1,024 frames in two passes (posteriorgrams -> the
-model's notes, then embeddings pooled into the notes), one clustering over the whole file.
+onnxruntime backend with {__import__('os').cpu_count()} threads and one shared memory arena, the CQT computed once per file,
+windows of 1,024 frames and two passes over them (posteriorgrams -> the model's notes, then embeddings
+pooled into the notes), one clustering over the whole file.
 Targets: RTF <= 0.02; 600 s peak RSS <= 1 GB and <= 1.5x the 60 s figure.
 
 | audio | RTF (total) | inference (s) | notes + clustering (s) | notes | peak RSS (MB) | Basic Pitch RTF | Basic Pitch peak RSS (MB) |

@@ -22,7 +22,6 @@ from mixscribe.evaluate.decode import DecodeParams, RawNote, cluster_notes, crea
 from mixscribe.schema import HOP, SAMPLE_RATE, Note
 
 WINDOW_FRAMES = 1024  # ~12 s kept per window (2,048 peaked ~130 MB higher for no speed: docs/benchmarks.md)
-CQT_WINDOW_FRAMES = 4096  # the CQT's windows: its context (below) costs 8 % of it here, 31 % at 1,024 frames
 CONTEXT_FRAMES = 160  # ~1.9 s of audio either side: more than half the lowest CQT kernel (1.6 s)
 NET_CONTEXT_FRAMES = 16  # CQT frames either side for the branches (receptive field: +-9 frames)
 MIN_SECONDS = 0.5
@@ -76,8 +75,8 @@ def prepare_audio(audio: np.ndarray, sr: int, where: str = "audio") -> np.ndarra
     return audio
 
 
-def _windows(n_frames: int, size: int) -> list[tuple[int, int]]:
-    return [(a, min(a + size, n_frames)) for a in range(0, n_frames, size)]
+def _windows(n_frames: int) -> list[tuple[int, int]]:
+    return [(a, min(a + WINDOW_FRAMES, n_frames)) for a in range(0, n_frames, WINDOW_FRAMES)]
 
 
 def _segment(audio: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int]:
@@ -116,10 +115,10 @@ class _Runner:
             raise TranscribeError("backend onnxruntime requested but onnxruntime is not installed")
         self.n_frames = len(audio) // HOP
         self.audio = audio[: self.n_frames * HOP]
-        self.windows = _windows(self.n_frames, WINDOW_FRAMES)
+        self.windows = _windows(self.n_frames)
         self.power = np.zeros((model.cfg.n_bins, self.n_frames), np.float32)  # 60 MB per 10 minutes
         with torch.inference_mode():
-            for a, b in _windows(self.n_frames, CQT_WINDOW_FRAMES):
+            for a, b in self.windows:
                 seg, off = _segment(self.audio, a, b)
                 self.power[:, a:b] = model.power(torch.from_numpy(seg)[None])[0, :, off : off + b - a].numpy()
         energy = self.power.sum(axis=0, dtype=np.float64)

@@ -98,8 +98,10 @@ class OrtModel:
             opts.enable_cpu_mem_arena = False
         self.amt_session = ort.InferenceSession(export_onnx_bytes(model, True, "amt"), opts)
         self.encoder_session = ort.InferenceSession(export_onnx_bytes(model, True, "encoder"), opts)
-        self._release = ort.RunOptions()
-        self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._release = None  # without an arena there is nothing to hand back (and shrinking it is an error)
+        if arena:
+            self._release = ort.RunOptions()
+            self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def amt(self, power, sigma, release: bool = False):
         return self.amt_session.run(None, {"power": power, "sigma": sigma}, self._release if release else None)
