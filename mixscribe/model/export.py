@@ -80,7 +80,7 @@ class OrtModel:
     transcription computes the CQT once per file and runs the branches in separate passes.
 
     Both sessions draw on one shared memory arena: without an arena every window's activations are
-    fresh pages from the OS (about 20 % of transcription time, docs/benchmarks.md); with one arena per
+    fresh pages from the OS (inference 1.13x slower at 600 s, docs/benchmarks.md); with one arena per
     session each would keep its own peak. A run with `release=True` (a pass's last window) hands the
     arena's free memory back, so clustering and the next file do not sit on top of it."""
 
