@@ -275,8 +275,8 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
 
 
 def test_onnxruntime_sessions_share_one_arena_that_a_release_run_hands_back(model):
-    """Both graphs (and a second model's) draw on one shared arena, which keeps a window's activations
-    for the next window; a run with release=True returns its free memory to the OS (docs/benchmarks.md)."""
+    """Two models' sessions on the process's shared arena give identical outputs, and a run with
+    release=True returns the arena's free memory to the OS (docs/benchmarks.md)."""
     import psutil
 
     from mixscribe.model.export import OrtModel

@@ -91,17 +91,16 @@ class OrtModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
         opts.log_severity_level = 3
+        self._release = None  # without an arena there is nothing to hand back (and shrinking it is an error)
         if arena:
             _register_shared_arena()
             opts.add_session_config_entry("session.use_env_allocators", "1")
+            self._release = ort.RunOptions()
+            self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         else:
             opts.enable_cpu_mem_arena = False
         self.amt_session = ort.InferenceSession(export_onnx_bytes(model, True, "amt"), opts)
         self.encoder_session = ort.InferenceSession(export_onnx_bytes(model, True, "encoder"), opts)
-        self._release = None  # without an arena there is nothing to hand back (and shrinking it is an error)
-        if arena:
-            self._release = ort.RunOptions()
-            self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def amt(self, power, sigma, release: bool = False):
         return self.amt_session.run(None, {"power": power, "sigma": sigma}, self._release if release else None)
