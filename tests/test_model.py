@@ -180,3 +180,19 @@ def test_deep_clustering_matches_dense_form():
     y = (torch.rand(30, 3) > 0.5).float()
     dense = ((v @ v.T - y @ y.T) ** 2).sum() / 900
     assert deep_clustering_item(v, y).item() == pytest.approx(dense.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 40, 2047, 2048, 2049, 70_001])
+def test_octave_cqt_decimation_is_the_forward_backward_filter(n):
+    """The chunked, stride-2 decimation gives what the textbook zero-phase filter (forward, flip,
+    forward, flip, every other sample) gives, at any length and batch size."""
+    from torch.nn import functional as F
+
+    cqt = OctaveCQT(ModelConfig())
+    x = torch.randn(3, 1, n, generator=torch.Generator().manual_seed(n))
+    pad = cqt.lowpass.shape[-1] // 2
+    y = F.conv1d(F.pad(x, (pad, pad)), cqt.lowpass)
+    y = F.conv1d(F.pad(y.flip(-1), (pad, pad)), cqt.lowpass).flip(-1)[..., ::2]
+    got = cqt._decimate(x)
+    assert got.shape == y.shape
+    assert torch.allclose(got, y, atol=1e-5)
