@@ -197,6 +197,29 @@ def test_onnx_export_matches_torch(tmp_path, model):
             np.testing.assert_allclose(g, w.numpy(), atol=1e-4)
 
 
+def test_layout_friendly_encoder_computes_the_same_embeddings(model):
+    """The copy exported for transcription (norms as pooled moments and 1x1 convs, PReLU as LeakyReLU)
+    is the same function as the encoder, in torch and under onnxruntime, for the golden model and the
+    shipped one."""
+    import onnxruntime as ort
+
+    from mixscribe.model import load_model
+    from mixscribe.model.export import export_onnx_bytes, layout_friendly_encoder
+
+    audio, _ = render_duet(frames=300)
+    for m in (model, load_model()):
+        twin = layout_friendly_encoder(m)
+        assert not any(isinstance(x, (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.PReLU)) for x in twin.encoder.modules())
+        with torch.no_grad():
+            power = m.power(torch.from_numpy(audio)[None])
+            sigma = torch.ones(1) * float(power.sum(1).std())
+            want = m.encoder(m.features_from_power(power, sigma)).numpy()
+            got = twin.encoder(twin.features_from_power(power, sigma)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        session = ort.InferenceSession(export_onnx_bytes(twin, True, "encoder"))
+        np.testing.assert_allclose(session.run(None, {"power": power.numpy(), "sigma": sigma.numpy()})[0], want, atol=1e-3)
+
+
 def test_onnxruntime_backend_matches_torch_backend(model):
     from mixscribe.inference import run_model
 
