@@ -145,6 +145,9 @@ def test_thresholds_are_tuned_on_the_validation_set_only(shards):
     valid = _set_tables(shards, ["valid"])["valid"]
     expected = tune_thresholds(_tuning_clips(GOLDEN.read_bytes(), valid))
     assert one.tuned == expected and one.config.frame_threshold == expected.frame_threshold
-    assert "tuned on `valid`" in one.markdown()
+    shape = expected.note_shape()  # the note shape is tuned too, and is what the scoring used
+    assert set(shape) == {"min_note_frames", "energy_tolerance", "infer_onsets"}
+    assert all(getattr(one.config, k) == v for k, v in shape.items())
+    assert "tuned on `valid`" in one.markdown() and f"gaps up to {shape['energy_tolerance']} frames" in one.markdown()
     fixed = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("valid",), tune_on="", max_clips_per_set=1))
     assert fixed.tuned is None and fixed.config.onset_threshold == 0.5 and "fixed (not tuned)" in fixed.markdown()

@@ -73,3 +73,35 @@ def test_k_sharpness_is_the_one_that_gets_k_right_most_often():
     assert accuracy == max(per_value.values()) == per_value[sharpness]
     assert sharpness == min(s for s, a in per_value.items() if a == accuracy)
     assert min(per_value.values()) < accuracy  # the choice matters on these clips
+
+
+def gapped_clip(rng, gap=13):
+    """Long notes whose Y_F dips to nothing for `gap` frames in the middle (a bow change, a re-struck
+    key fading): the spec's 11-frame tolerance splits each into two notes, the second a false one."""
+    frame = np.zeros((84, 500), np.float32)
+    onset = np.zeros_like(frame)
+    notes = []
+    for i in range(5):
+        p, a = int(rng.integers(10, 70)), 10 + 95 * i
+        frame[p, a : a + 30] = 1.0
+        frame[p, a + 30 + gap : a + 80] = 0.9
+        onset[p, a] = 0.8
+        notes.append(Note(a * FRAME_S, (a + 80) * FRAME_S, 24 + p, 90))
+    return TuningClip(frame, onset, notes)
+
+
+def test_note_shape_is_tuned_when_the_spec_constants_split_notes():
+    rng = np.random.default_rng(2)
+    clips = [gapped_clip(rng) for _ in range(3)]
+    spec = tune_thresholds(clips, note_shape=False)
+    assert spec.note_f1 < 0.8 and spec.note_shape() == {}  # every note split in two
+    tuned = tune_thresholds(clips)
+    # bridging a 13-frame gap needs both a longer tolerance and no onset inferred where Y_F rises again
+    assert tuned.energy_tolerance >= 15 and tuned.infer_onsets is False
+    assert tuned.note_f1 > 0.99 and tuned.frame_threshold == spec.frame_threshold
+
+
+def test_note_shape_stays_the_specs_unless_another_scores_higher():
+    rng = np.random.default_rng(0)
+    tuned = tune_thresholds([synthetic_clip(rng) for _ in range(3)])
+    assert tuned.note_shape() == {"min_note_frames": 7.5, "energy_tolerance": 11, "infer_onsets": True}

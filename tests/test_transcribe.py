@@ -264,6 +264,8 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
 
     def write_report(classifier: KModel) -> None:
         (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
+                                                                    "min_note_frames": 9.0, "energy_tolerance": 15,
+                                                                    "infer_onsets": False,
                                                                     "tune_on": "valid", "k_model": to_dict(classifier)},
                                                          "tuned": None}))  # fmt: skip
 
@@ -273,11 +275,14 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     packaged = load_model(tmp_path / "m.pt")
     assert (packaged.decode_params.onset_threshold, packaged.decode_params.frame_threshold) == (0.8, 0.7)
     assert packaged.decode_params.k_model == k_model
+    shape = {"min_note_frames": 9.0, "energy_tolerance": 15, "infer_onsets": False}  # the tuned note shape too
+    assert all(getattr(packaged.decode_params, k) == v for k, v in shape.items())
     auto = transcribe_audio(packaged, load_audio(path))
     assert auto.k == 3 and {n.stem for n in auto.notes} == {0, 1, 2}
     assert load_model(GOLDEN).decode_params is None
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
-    want = len(transcribe_audio(load_model(GOLDEN), load_audio(path), k=2, params=GOLDEN_PARAMS).notes)
+    params = dataclasses.replace(GOLDEN_PARAMS, **shape)
+    want = len(transcribe_audio(load_model(GOLDEN), load_audio(path), k=2, params=params).notes)
     for args, n in ((), want), (("--frame-threshold", "0.9"), None):
         r = run_cli("transcribe", str(path), "-k", "2", "-o", str(tmp_path / "o"), "--checkpoint",
                     str(tmp_path / "m.pt"), "--format", "json", *args)  # fmt: skip

@@ -34,6 +34,10 @@ class EvalConfig:
     tune_on: str = "valid"  # set whose clips tune the thresholds before any scoring; "" keeps them fixed
     k_sharpness: float = 10.0  # the eigengap K estimate's affinity sharpness (tuned when K is auto)
     k_model: KModel | None = None  # the K classifier (fitted on the tuning set when K is auto)
+    min_note_frames: float = 7.5  # the note shape (spec §7.1's constants unless tuned)
+    energy_tolerance: int = 11
+    infer_onsets: bool = True
+    tune_note_shape: bool = True  # tune the note shape too (thresholds.SHAPE_GRID) when tuning
 
     def validate(self) -> None:
         from mixscribe.config import _check
@@ -43,6 +47,16 @@ class EvalConfig:
         _check(0 < self.onset_threshold < 1 and 0 < self.frame_threshold < 1, "evaluate.onset_threshold",
                "thresholds must lie in (0, 1)")  # fmt: skip
         _check(self.clips_per_task >= 1 and self.task_cpus > 0, "evaluate.clips_per_task", "must be >= 1")
+        _check(self.min_note_frames >= 0 and self.energy_tolerance >= 0, "evaluate.min_note_frames",
+               "note length and gap tolerance must be >= 0")  # fmt: skip
+
+    def decode_params(self):
+        """What decoding uses: the thresholds and note shape, K's sharpness and classifier."""
+        from mixscribe.evaluate.decode import DecodeParams
+
+        return DecodeParams(onset_threshold=self.onset_threshold, frame_threshold=self.frame_threshold,
+                            min_note_frames=self.min_note_frames, energy_tolerance=self.energy_tolerance,
+                            infer_onsets=self.infer_onsets, k_sharpness=self.k_sharpness, k_model=self.k_model)  # fmt: skip
 
 
 @dataclass
@@ -80,7 +94,10 @@ class EvalResult:
                 method += f", {100 * acc:.1f} % right on the tuning set"
                 method += ", 5-fold cross-validated by clip" if self.config.k_model else ""
             k_how += f" ({method})"
-        lines = [f"Thresholds: onset {self.config.onset_threshold}, frame {self.config.frame_threshold}, {how}; "
+        c = self.config
+        shape = (f"notes longer than {c.min_note_frames:g} frames, gaps up to {c.energy_tolerance} frames, onsets "
+                 + ("inferred from Y_F too" if c.infer_onsets else "from Y_O only"))  # fmt: skip
+        lines = [f"Thresholds: onset {c.onset_threshold}, frame {c.frame_threshold} ({shape}), {how}; "
                  f"K {k_how}.", "",
                  "| set | mix | clips | " + " | ".join(TABLE_METRICS) + " |",
                  "|---|---|---|" + "---|" * len(TABLE_METRICS)]  # fmt: skip
@@ -113,7 +130,6 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     import torch
 
     from mixscribe.config import from_dict
-    from mixscribe.evaluate.decode import DecodeParams
     from mixscribe.evaluate.metrics import clip_scores
     from mixscribe.inference import _tracks
     from mixscribe.schema import table_to_clips
@@ -121,8 +137,7 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     torch.set_num_threads(1)
     cfg = from_dict(EvalConfig, cfg_dict)
     model = _load_blob(checkpoint)
-    params = DecodeParams(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold,
-                          k_sharpness=cfg.k_sharpness, k_model=cfg.k_model)  # fmt: skip
+    params = cfg.decode_params()
     rows, extras = [], []
     for clip in table_to_clips(table):
         k_ref = len({n.stem for n in clip.notes}) or 1
@@ -227,7 +242,8 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     try:
         if tune_table is not None:
             tuned = _tune(ref, tune_table, cfg)
-            cfg = dataclasses.replace(cfg, onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold)
+            cfg = dataclasses.replace(cfg, onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold,
+                                      **tuned.note_shape())  # fmt: skip
             if cfg.k_mode == "auto":
                 tuned, k_model = _tune_k(ref, tune_table, cfg, tuned)
                 cfg = dataclasses.replace(cfg, k_sharpness=tuned.k_sharpness, k_model=k_model)
@@ -255,13 +271,12 @@ def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.n
     import torch
 
     from mixscribe.config import from_dict
-    from mixscribe.evaluate.decode import DecodeParams
     from mixscribe.evaluate.kestimate import note_spans
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
     cfg = from_dict(EvalConfig, cfg_dict)
-    params = DecodeParams(onset_threshold=cfg.onset_threshold, frame_threshold=cfg.frame_threshold)
+    params = dataclasses.replace(cfg.decode_params(), k_model=None)  # K is what these clips will fit
     model = _load_blob(checkpoint)
     out = []
     for clip in table_to_clips(table):
@@ -291,7 +306,8 @@ def _tune(ref, table, cfg: EvalConfig):
     """Thresholds from the tuning set only: its clips are the only ones whose outputs are computed here."""
     from mixscribe.evaluate.thresholds import tune_thresholds
 
-    return tune_thresholds([c for chunk in _map_chunks(_tuning_clips, ref, [table], cfg) for c in chunk])
+    return tune_thresholds([c for chunk in _map_chunks(_tuning_clips, ref, [table], cfg) for c in chunk],
+                           note_shape=cfg.tune_note_shape)  # fmt: skip
 
 
 def _map_chunks(fn, ref, tables: list, cfg: EvalConfig, *args) -> list:
