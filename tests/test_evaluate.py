@@ -151,3 +151,13 @@ def test_thresholds_are_tuned_on_the_validation_set_only(shards):
     assert "tuned on `valid`" in one.markdown() and f"gaps up to {shape['energy_tolerance']} frames" in one.markdown()
     fixed = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("valid",), tune_on="", max_clips_per_set=1))
     assert fixed.tuned is None and fixed.config.onset_threshold == 0.5 and "fixed (not tuned)" in fixed.markdown()
+
+
+def test_a_report_of_another_transcriber_claims_none_of_our_decoding():
+    from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult
+
+    row = {"set": "chorales", "clip": "c0", "k": 2, **{m: 0.5 for m in METRICS}}
+    ours = EvalResult(EvalConfig(), [row]).markdown()
+    theirs = EvalResult(EvalConfig(), [row], label="Basic Pitch 0.4.0 (its own decoding)").markdown()
+    assert ours.startswith("Thresholds: onset 0.5, frame 0.3 (notes longer than 7.5 frames, gaps up to 11 frames")
+    assert theirs.startswith("Basic Pitch 0.4.0 (its own decoding); K given.") and "Thresholds" not in theirs

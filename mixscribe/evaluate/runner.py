@@ -84,8 +84,6 @@ class EvalResult:
         s = self.summary()
         how = (f"tuned on `{self.config.tune_on}` ({self.tuned.clips} clips) before any set was scored"
                if self.tuned else "fixed (not tuned)")  # fmt: skip
-        if self.label:
-            how += f"; {self.label}"
         k_how = self.config.k_mode
         if self.config.k_mode == "auto":
             method = "K classifier" if self.config.k_model else f"eigengap, sharpness {self.config.k_sharpness}"
@@ -97,8 +95,10 @@ class EvalResult:
         c = self.config
         shape = (f"notes longer than {c.min_note_frames:g} frames, gaps up to {c.energy_tolerance} frames, onsets "
                  + ("inferred from Y_F too" if c.infer_onsets else "from Y_O only"))  # fmt: skip
-        lines = [f"Thresholds: onset {c.onset_threshold}, frame {c.frame_threshold} ({shape}), {how}; "
-                 f"K {k_how}.", "",
+        decoding = f"Thresholds: onset {c.onset_threshold}, frame {c.frame_threshold} ({shape}), {how}"
+        if self.label:  # another transcriber, decoded its own way: none of the above applies
+            decoding = self.label
+        lines = [f"{decoding}; K {k_how}.", "",
                  "| set | mix | clips | " + " | ".join(TABLE_METRICS) + " |",
                  "|---|---|---|" + "---|" * len(TABLE_METRICS)]  # fmt: skip
         keys = sorted({k.rsplit("/", 1)[0] for k in s})
