@@ -69,6 +69,26 @@ def test_frame_scores_by_hand():
     assert s["frame_accuracy"] == pytest.approx(2 / 6)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_frame_scores_are_mir_eval_multipitch_evaluate(seed):
+    """frame_scores runs mir_eval's own steps without resampling and the chroma variants: on random rolls
+    (silent frames, chords, one side empty) it gives exactly what mir_eval.multipitch.evaluate gives."""
+    import mir_eval
+
+    rng = np.random.default_rng(seed)
+    ref = rng.random((84, 300)) < 0.03
+    est = (rng.random((84, 300)) < 0.03) | (ref & (rng.random((84, 300)) < 0.7))
+    ref[:, 100:140] = False  # silent reference frames
+    est[:, 200:230] = False
+    for a, b in ((ref, est), (ref, np.zeros_like(est)), (np.zeros_like(ref), est)):
+        hz = [440.0 * 2.0 ** ((24 + np.nonzero(r[:, t])[0] - 69.0) / 12.0) for r in (a, b) for t in range(300)]
+        times = np.arange(300) * FRAME_S
+        want = mir_eval.multipitch.evaluate(times, hz[:300], times, hz[300:])
+        got = frame_scores(a, b)
+        assert got["frame_precision"] == want["Precision"] and got["frame_recall"] == want["Recall"]
+        assert got["frame_accuracy"] == want["Accuracy"]
+
+
 def test_short_runs_are_removed():
     roll = np.zeros((2, 12), bool)
     roll[0, 1:3] = True  # 2 frames: removed
