@@ -5,7 +5,7 @@ theta_O the same way at that theta_F to maximise the mean note F. The difference
 authors searched on their test sets; here it only ever sees the validation outputs it is given.
 After that, by default, the note shape (minimum length, the gap a note may bridge, onset inference:
 spec §7.1's fixed constants) is chosen the same way over a small grid, and theta_O searched again:
-on the default model's validation set this gave +0.9 note F (docs/model-card.md).
+on the default model's tuning set this gave +0.7 note F (69.2 -> 69.9, docs/model-card.md).
 """
 
 from __future__ import annotations
