@@ -5,7 +5,6 @@ share the sigma of the whole file (what `mixscribe transcribe` does with onnxrun
 
 from __future__ import annotations
 
-import copy
 import functools
 import io
 import os
@@ -100,7 +99,9 @@ def layout_friendly_encoder(model: nn.Module) -> nn.Module:
     encoder's time; this copy is ~10 % faster (docs/benchmarks.md). Used for the transcription graph."""
     from mixscribe.model.network import CenterNorm, ChannelLayerNorm
 
-    twin = copy.deepcopy(model)
+    twin = type(model)(model.cfg)  # rebuilt, not deep-copied: a model may carry its onnxruntime sessions
+    twin.load_state_dict(model.state_dict())
+    twin.eval()
     enc = twin.encoder
     for seq in (enc.block1, enc.block3, enc.res):
         for i, layer in enumerate(seq):
