@@ -43,14 +43,14 @@ class Tuned:
 
     def note_shape(self) -> dict:
         """The tuned note-shape fields of DecodeParams (empty when the shape was not tuned)."""
-        names = [name for name, _ in SHAPE_GRID]
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in SHAPE_FIELDS if getattr(self, name) is not None}
 
 
 # Every combination is tried (one setting at a time misses pairs that only help together, e.g. a longer
 # gap tolerance with onsets from Y_O only); the spec's is kept unless another raises the mean note F.
 SHAPE_GRID = (("min_note_frames", (6.0, 7.5, 9.0, 12.0)), ("energy_tolerance", (8, 11, 15, 20)),
               ("infer_onsets", (True, False)))  # fmt: skip
+SHAPE_FIELDS = tuple(name for name, _ in SHAPE_GRID)
 
 
 def _search(score, lo: float = 0.05, hi: float = 0.95, steps: int = 10, rounds: int = 4) -> tuple[float, float]:
@@ -92,16 +92,15 @@ def tune_thresholds(clips: list[TuningClip], note_shape: bool = True) -> Tuned:
     theta_o, best_note = _search(note_f1)
     shape: dict = {}
     if note_shape:
-        names = [name for name, _ in SHAPE_GRID]
         for values in itertools.product(*(values for _, values in SHAPE_GRID)):  # 32 settings, all of them
-            score = note_f1(theta_o, **dict(zip(names, values)))
+            score = note_f1(theta_o, **dict(zip(SHAPE_FIELDS, values)))
             if score > best_note:
-                shape, best_note = dict(zip(names, values)), score
+                shape, best_note = dict(zip(SHAPE_FIELDS, values)), score
         theta, score = _search(lambda t: note_f1(t, **shape))
         if score > best_note:
             theta_o, best_note = theta, score
         defaults = DecodeParams()
-        shape = {name: shape.get(name, getattr(defaults, name)) for name, _ in SHAPE_GRID}
+        shape = {name: shape.get(name, getattr(defaults, name)) for name in SHAPE_FIELDS}
     return Tuned(round(theta_f, 4), round(theta_o, 4), best_frame, best_note, len(clips), **shape)
 
 

@@ -96,7 +96,8 @@ def layout_friendly_encoder(model: nn.Module) -> nn.Module:
     """A copy of the model whose encoder computes the same function (to ~1e-4: moments in one pass)
     with ops onnxruntime fuses or keeps in NCHWc layout: its norms as above, PReLU(1) as the LeakyReLU
     of its slope (fused into the conv before it). Layout reorders around the norms took ~15 % of the
-    encoder's time; this copy is ~10 % faster (docs/benchmarks.md). Used for the transcription graph."""
+    encoder's time in a profile; this copy measured 1.06-1.08x faster (benchmarks/frontend_speed.py).
+    Used for the transcription graph."""
     from mixscribe.model.network import CenterNorm, ChannelLayerNorm
 
     twin = type(model)(model.cfg)  # rebuilt, not deep-copied: a model may carry its onnxruntime sessions
