@@ -209,7 +209,8 @@ def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None, params: Dec
         k = params.k_model.estimate(note_spans(raw), n_frames or max(n.end for n in raw))
     if u is None or k == 1 or not raw:
         return [n.to_note(0) for n in raw], k or 1
-    labels, k_used = cluster_notes(u, k, params.max_k, sharpness=params.k_sharpness)
+    labels, k_used = cluster_notes(u, k, params.max_k, sharpness=params.k_sharpness,
+                                   cluster_sharpness=params.cluster_sharpness)  # fmt: skip
     return [n.to_note(int(t)) for n, t in zip(raw, labels)], k_used
 
 

@@ -135,8 +135,9 @@ def test_a_set_without_ground_truth_is_refused(shards, tmp_path):
 
 
 def test_thresholds_are_tuned_on_the_validation_set_only(shards):
-    from mixscribe.evaluate.runner import EvalConfig, _set_tables, _tuning_clips, evaluate_checkpoint
-    from mixscribe.evaluate.thresholds import tune_thresholds
+    from mixscribe.config import to_dict
+    from mixscribe.evaluate.runner import EvalConfig, _cluster_tuning_clips, _set_tables, _tuning_clips, evaluate_checkpoint
+    from mixscribe.evaluate.thresholds import tune_clustering, tune_thresholds
 
     one = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=1))
     two = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=2))
@@ -144,11 +145,20 @@ def test_thresholds_are_tuned_on_the_validation_set_only(shards):
     assert (one.config.frame_threshold, one.config.onset_threshold) == (two.config.frame_threshold, two.config.onset_threshold)
     valid = _set_tables(shards, ["valid"])["valid"]
     expected = tune_thresholds(_tuning_clips(GOLDEN.read_bytes(), valid))
-    assert one.tuned == expected and one.config.frame_threshold == expected.frame_threshold
+    assert dataclasses.replace(one.tuned, pool_power=None, cluster_sharpness=None, sep_note_f1=None) == expected
+    assert one.config.frame_threshold == expected.frame_threshold
     shape = expected.note_shape()  # the note shape is tuned too, and is what the scoring used
     assert set(shape) == {"min_note_frames", "energy_tolerance", "infer_onsets"}
     assert all(getattr(one.config, k) == v for k, v in shape.items())
     assert "tuned on `valid`" in one.markdown() and f"gaps up to {shape['energy_tolerance']} frames" in one.markdown()
+    # then the clustering, on the same clips' notes at those thresholds and shape, with their true K
+    at_tuned = dataclasses.replace(EvalConfig(), onset_threshold=expected.onset_threshold,
+                                   frame_threshold=expected.frame_threshold, **shape)  # fmt: skip
+    clustering = tune_clustering(_cluster_tuning_clips(GOLDEN.read_bytes(), valid, to_dict(at_tuned)))
+    assert set(clustering) == {"pool_power", "cluster_sharpness", "sep_note_f1"}
+    assert one.tuned.clustering() == {k: clustering[k] for k in ("pool_power", "cluster_sharpness")}
+    assert (one.config.pool_power, one.config.cluster_sharpness) == (clustering["pool_power"], clustering["cluster_sharpness"])
+    assert f"pooled with Y_F^{clustering['pool_power']:g}, affinity exp({clustering['cluster_sharpness']:g} cos)" in one.markdown()
     fixed = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("valid",), tune_on="", max_clips_per_set=1))
     assert fixed.tuned is None and fixed.config.onset_threshold == 0.5 and "fixed (not tuned)" in fixed.markdown()
 

@@ -1,9 +1,11 @@
 """Threshold tuning: finds the thresholds that separate true from false activations, by the spec's search."""
 
+import dataclasses
+
 import numpy as np
 
 from mixscribe.evaluate.metrics import FRAME_S
-from mixscribe.evaluate.thresholds import TuningClip, _search, tune_thresholds
+from mixscribe.evaluate.thresholds import ClusterClip, TuningClip, _search, tune_clustering, tune_thresholds
 from mixscribe.schema import Note
 
 
@@ -105,3 +107,40 @@ def test_note_shape_stays_the_specs_unless_another_scores_higher():
     rng = np.random.default_rng(0)
     tuned = tune_thresholds([synthetic_clip(rng) for _ in range(3)])
     assert tuned.note_shape() == {"min_note_frames": 7.5, "energy_tolerance": 11, "infer_onsets": True}
+
+
+def two_instrument_clip(rng, separated: dict[float, bool]) -> ClusterClip:
+    """Two instruments of 12 notes each, decoded exactly; the pooled embeddings at each power either
+    fall in two tight groups by instrument (separated) or are random unit vectors."""
+    from mixscribe.evaluate.decode import RawNote
+
+    raw = [RawNote(10 + i, 20 * i, 20 * i + 15, 0.9) for i in range(24)]
+    notes = [Note(n.start * FRAME_S, n.end * FRAME_S, 24 + n.pitch_index, 90, i % 2) for i, n in enumerate(raw)]
+    centres = rng.normal(size=(2, 12))
+    pooled = {}
+    for power, good in separated.items():
+        u = centres[np.arange(24) % 2] + 0.05 * rng.normal(size=(24, 12)) if good else rng.normal(size=(24, 12))
+        pooled[power] = u / np.linalg.norm(u, axis=1, keepdims=True)
+    return ClusterClip(raw, pooled, notes, 24 * 20)
+
+
+def test_clustering_tuning_picks_the_pooling_whose_embeddings_separate_the_instruments():
+    rng = np.random.default_rng(0)
+    best = tune_clustering([two_instrument_clip(rng, {1.0: False, 2.0: True}) for _ in range(4)])
+    assert best["pool_power"] == 2.0 and best["sep_note_f1"] > 0.99
+
+
+def test_clustering_stays_the_specs_unless_another_scores_higher():
+    rng = np.random.default_rng(1)
+    clips = [two_instrument_clip(rng, {1.0: True, 2.0: True}) for _ in range(3)]
+    assert tune_clustering(clips) == {"pool_power": 1.0, "cluster_sharpness": 1.0, "sep_note_f1": 1.0}
+    solo = [dataclasses.replace(n, stem=0) for n in clips[0].notes]
+    assert tune_clustering([ClusterClip(clips[0].raw, clips[0].pooled, solo, 480)]) == {}  # no clip of 2+ instruments
+
+
+def test_clustering_affinity_sharpness():
+    from mixscribe.evaluate.decode import affinity
+
+    u = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(affinity(u), np.exp(u @ u.T))  # the spec's exp(cos)
+    np.testing.assert_allclose(affinity(u, 3.0), np.exp(3 * u @ u.T))

@@ -266,6 +266,7 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
         (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
                                                                     "min_note_frames": 9.0, "energy_tolerance": 15,
                                                                     "infer_onsets": False,
+                                                                    "pool_power": 2.0, "cluster_sharpness": 3.0,
                                                                     "tune_on": "valid", "k_model": to_dict(classifier)},
                                                          "tuned": None}))  # fmt: skip
 
@@ -277,6 +278,7 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     assert packaged.decode_params.k_model == k_model
     shape = {"min_note_frames": 9.0, "energy_tolerance": 15, "infer_onsets": False}  # the tuned note shape too
     assert all(getattr(packaged.decode_params, k) == v for k, v in shape.items())
+    assert (packaged.decode_params.pool_power, packaged.decode_params.cluster_sharpness) == (2.0, 3.0)  # the clustering
     auto = transcribe_audio(packaged, load_audio(path))
     assert auto.k == 3 and {n.stem for n in auto.notes} == {0, 1, 2}
     assert load_model(GOLDEN).decode_params is None

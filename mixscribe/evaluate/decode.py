@@ -23,6 +23,7 @@ class DecodeParams:
     peak_axis: str = "time"  # "pitch" reproduces the reference bug (§11)
     normalise: bool = True  # divide Y_F, Y_O by their maxima first
     pool_power: float = 1.0  # note embedding weights Y_F ** pool_power (1: paper, 2: browser app)
+    cluster_sharpness: float = 1.0  # clustering affinity exp(s cos) (1: spec §7.2); tuned on validation
     k_sharpness: float = 10.0  # eigengap K estimate's affinity exp(s (cos - 1)); tuned on validation
     max_k: int = 8  # the K estimate's upper bound
     k_model: KModel | None = None  # the K classifier fitted on validation (kestimate.py); None: eigengap
@@ -135,9 +136,9 @@ def pool_note_embeddings(notes: list[RawNote], frame: np.ndarray, embedding: np.
     return out / np.maximum(norms, 1e-12)
 
 
-def affinity(u: np.ndarray) -> np.ndarray:
-    """A_ij = exp(cos(u_i, u_j)), in [1/e, e] (§7.2)."""
-    return np.exp(np.clip(u @ u.T, -1.0, 1.0))
+def affinity(u: np.ndarray, sharpness: float = 1.0) -> np.ndarray:
+    """A_ij = exp(s cos(u_i, u_j)); s = 1 is the spec's (§7.2), in [1/e, e]."""
+    return np.exp(sharpness * np.clip(u @ u.T, -1.0, 1.0))
 
 
 def estimate_k(u: np.ndarray, max_k: int = 8, sharpness: float = 10.0) -> int:
@@ -158,9 +159,10 @@ def estimate_k(u: np.ndarray, max_k: int = 8, sharpness: float = 10.0) -> int:
 MAX_DENSE_NOTES = 2000  # a dense n x n affinity (and spectral clustering's copies of it) beyond this: memory, O(n^3)
 
 
-def cluster_notes(u: np.ndarray, k: int | None, max_k: int = 8, seed: int = 0,
-                  sharpness: float = 10.0) -> tuple[np.ndarray, int]:  # fmt: skip
-    """Track labels for notes by spectral clustering on exp(cos); K estimated when not given.
+def cluster_notes(u: np.ndarray, k: int | None, max_k: int = 8, seed: int = 0, sharpness: float = 10.0,
+                  cluster_sharpness: float = 1.0) -> tuple[np.ndarray, int]:  # fmt: skip
+    """Track labels for notes by spectral clustering on exp(s cos) (s = cluster_sharpness; sharpness is
+    the K estimate's); K estimated when not given.
 
     Long files: the clustering (and the K estimate) runs on a seeded sample of MAX_DENSE_NOTES notes,
     and every note then joins the track whose mean embedding is nearest, so memory stays bounded."""
@@ -177,7 +179,7 @@ def cluster_notes(u: np.ndarray, k: int | None, max_k: int = 8, seed: int = 0,
     if n <= k:
         return np.arange(n), k  # one note per track, the rest empty (§7.2)
     labels = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels="cluster_qr",
-                                random_state=seed).fit_predict(affinity(core))  # fmt: skip
+                                random_state=seed).fit_predict(affinity(core, cluster_sharpness))  # fmt: skip
     if sample is not None:
         centres = np.stack([core[labels == c].mean(0) if np.any(labels == c) else np.zeros(u.shape[1]) for c in range(k)])
         labels = np.argmax(u @ centres.T, axis=1)

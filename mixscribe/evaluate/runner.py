@@ -38,6 +38,9 @@ class EvalConfig:
     energy_tolerance: int = 11
     infer_onsets: bool = True
     tune_note_shape: bool = True  # tune the note shape too (thresholds.SHAPE_GRID) when tuning
+    pool_power: float = 1.0  # the clustering (spec §7.2's unless tuned): note embeddings pooled with Y_F^p,
+    cluster_sharpness: float = 1.0  # and clustered on the affinity exp(s cos)
+    tune_clustering: bool = True  # tune the clustering too (thresholds.CLUSTER_GRID) when tuning
 
     def validate(self) -> None:
         from mixscribe.config import _check
@@ -49,14 +52,18 @@ class EvalConfig:
         _check(self.clips_per_task >= 1 and self.task_cpus > 0, "evaluate.clips_per_task", "must be >= 1")
         _check(self.min_note_frames >= 0 and self.energy_tolerance >= 0, "evaluate.min_note_frames",
                "note length and gap tolerance must be >= 0")  # fmt: skip
+        _check(self.pool_power > 0 and self.cluster_sharpness > 0, "evaluate.pool_power",
+               "pool power and cluster sharpness must be > 0")  # fmt: skip
 
     def decode_params(self):
-        """What decoding uses: the thresholds and note shape, K's sharpness and classifier."""
+        """What decoding uses: the thresholds, note shape and clustering, K's sharpness and classifier."""
         from mixscribe.evaluate.decode import DecodeParams
 
         return DecodeParams(onset_threshold=self.onset_threshold, frame_threshold=self.frame_threshold,
                             min_note_frames=self.min_note_frames, energy_tolerance=self.energy_tolerance,
-                            infer_onsets=self.infer_onsets, k_sharpness=self.k_sharpness, k_model=self.k_model)  # fmt: skip
+                            infer_onsets=self.infer_onsets, pool_power=self.pool_power,
+                            cluster_sharpness=self.cluster_sharpness, k_sharpness=self.k_sharpness,
+                            k_model=self.k_model)  # fmt: skip
 
 
 @dataclass
@@ -95,7 +102,8 @@ class EvalResult:
         c = self.config
         shape = (f"notes longer than {c.min_note_frames:g} frames, gaps up to {c.energy_tolerance} frames, onsets "
                  + ("inferred from Y_F too" if c.infer_onsets else "from Y_O only"))  # fmt: skip
-        decoding = f"Thresholds: onset {c.onset_threshold}, frame {c.frame_threshold} ({shape}), {how}"
+        clustering = f"notes clustered on embeddings pooled with Y_F^{c.pool_power:g}, affinity exp({c.cluster_sharpness:g} cos)"
+        decoding = f"Thresholds: onset {c.onset_threshold}, frame {c.frame_threshold} ({shape}; {clustering}), {how}"
         if self.label:  # another transcriber, decoded its own way: none of the above applies
             decoding = self.label
         lines = [f"{decoding}; K {k_how}.", "",
@@ -244,9 +252,14 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
             tuned = _tune(ref, tune_table, cfg)
             cfg = dataclasses.replace(cfg, onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold,
                                       **tuned.note_shape())  # fmt: skip
-            if cfg.k_mode == "auto":
-                tuned, k_model = _tune_k(ref, tune_table, cfg, tuned)
-                cfg = dataclasses.replace(cfg, k_sharpness=tuned.k_sharpness, k_model=k_model)
+            if cfg.tune_clustering or cfg.k_mode == "auto":  # both read the tuning clips' note embeddings
+                clips = [c for chunk in _map_chunks(_cluster_tuning_clips, ref, [tune_table], cfg, to_dict(cfg))
+                         for c in chunk]  # fmt: skip
+                if cfg.tune_clustering:
+                    tuned, cfg = _tune_clustering(clips, cfg, tuned)
+                if cfg.k_mode == "auto":
+                    tuned, k_model = _tune_k(clips, cfg, tuned)
+                    cfg = dataclasses.replace(cfg, k_sharpness=tuned.k_sharpness, k_model=k_model)
         if cfg.max_clips_per_set:
             tables = {name: t.slice(0, cfg.max_clips_per_set) for name, t in tables.items()}
         done = _map_chunks(_score_clips, ref, list(tables.values()), cfg, to_dict(cfg))
@@ -265,37 +278,49 @@ def _clip_notes(model, clip, params):
     return frame, raw, pool_note_embeddings(raw, frame, emb, params.pool_power) if raw else None
 
 
-def _k_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
-    """Ray task: each tuning clip's note spans and pooled embeddings (at the tuned thresholds), its
-    length in frames and its true K."""
+def _cluster_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list:
+    """Ray task: each tuning clip's notes at the tuned decoding, their embeddings pooled at every power
+    the clustering search tries, its true notes and length (thresholds.ClusterClip)."""
     import torch
 
     from mixscribe.config import from_dict
-    from mixscribe.evaluate.kestimate import note_spans
+    from mixscribe.evaluate.decode import create_notes, pool_note_embeddings
+    from mixscribe.evaluate.thresholds import CLUSTER_GRID, ClusterClip
+    from mixscribe.inference import run_model
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
-    cfg = from_dict(EvalConfig, cfg_dict)
-    params = dataclasses.replace(cfg.decode_params(), k_model=None)  # K is what these clips will fit
+    params = from_dict(EvalConfig, cfg_dict).decode_params()
+    powers = sorted({params.pool_power, *dict(CLUSTER_GRID)["pool_power"]})
     model = _load_blob(checkpoint)
     out = []
     for clip in table_to_clips(table):
-        frame, raw, u = _clip_notes(model, clip, params)
-        if raw:
-            out.append((note_spans(raw), u, frame.shape[1], len({n.stem for n in clip.notes})))
+        frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
+        raw = create_notes(frame, onset, params)
+        pooled = {p: pool_note_embeddings(raw, frame, emb, p) if raw else None for p in powers}
+        out.append(ClusterClip(raw, pooled, clip.notes, frame.shape[1]))
     return out
 
 
-def _tune_k(ref, table, cfg: EvalConfig, tuned):
-    """The K classifier, fitted on the tuning set's notes at the thresholds just tuned (its accuracy
+def _tune_clustering(clips: list, cfg: EvalConfig, tuned):
+    """The pooling power and affinity sharpness for separated note F (true K) on the tuning clips."""
+    from mixscribe.evaluate.thresholds import CLUSTER_FIELDS, tune_clustering
+
+    best = tune_clustering(clips)
+    if not best:  # no tuning clip of more than one instrument: the spec's clustering stays
+        return tuned, cfg
+    return dataclasses.replace(tuned, **best), dataclasses.replace(cfg, **{k: best[k] for k in CLUSTER_FIELDS})
+
+
+def _tune_k(clips: list, cfg: EvalConfig, tuned):
+    """The K classifier, fitted on the tuning set's notes at the decoding just tuned (its accuracy
     cross-validated there), and the eigengap's sharpness as the fallback when it cannot be fitted."""
-    from mixscribe.config import to_dict
-    from mixscribe.evaluate.kestimate import fit_k_model
+    from mixscribe.evaluate.kestimate import fit_k_model, note_spans
     from mixscribe.evaluate.thresholds import tune_k_sharpness
 
-    clips = [c for chunk in _map_chunks(_k_tuning_clips, ref, [table], cfg, to_dict(cfg)) for c in chunk]
-    sharpness, eig_accuracy = tune_k_sharpness([(u, k) for _, u, _, k in clips])
-    k_model, accuracy = fit_k_model([(spans, n, k) for spans, _, n, k in clips])
+    clips = [c for c in clips if c.raw]
+    sharpness, eig_accuracy = tune_k_sharpness([(c.pooled[cfg.pool_power], c.k) for c in clips])
+    k_model, accuracy = fit_k_model([(note_spans(c.raw), c.n_frames, c.k) for c in clips])
     if k_model is None:
         accuracy = eig_accuracy
     return dataclasses.replace(tuned, k_sharpness=sharpness, k_accuracy=accuracy,

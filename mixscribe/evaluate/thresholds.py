@@ -6,6 +6,9 @@ authors searched on their test sets; here it only ever sees the validation outpu
 After that, by default, the note shape (minimum length, the gap a note may bridge, onset inference:
 spec §7.1's fixed constants) is chosen the same way over a small grid, and theta_O searched again:
 on the default model's tuning set this gave +0.7 note F (69.2 -> 69.9, docs/model-card.md).
+Then the clustering (how note embeddings are pooled, how sharp the affinity is) is chosen for
+separated note F with the true K, on the notes of the decoding just tuned: +0.5 separated note F on
+the multi-instrument clips of the default model's tuning set (docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -40,10 +43,32 @@ class Tuned:
     min_note_frames: float | None = None  # the note shape, when tuned (else the spec's 7.5, 11, True)
     energy_tolerance: int | None = None
     infer_onsets: bool | None = None
+    pool_power: float | None = None  # the clustering, when tuned (else the spec's 1, 1)
+    cluster_sharpness: float | None = None
+    sep_note_f1: float | None = None  # on the tuning set's multi-instrument clips, at the tuned clustering
 
     def note_shape(self) -> dict:
         """The tuned note-shape fields of DecodeParams (empty when the shape was not tuned)."""
         return {name: getattr(self, name) for name in SHAPE_FIELDS if getattr(self, name) is not None}
+
+    def clustering(self) -> dict:
+        """The tuned clustering fields of DecodeParams (empty when the clustering was not tuned)."""
+        return {name: getattr(self, name) for name in CLUSTER_FIELDS if getattr(self, name) is not None}
+
+
+@dataclass(frozen=True)
+class ClusterClip:
+    """What clustering tuning needs of one validation clip: the notes decoded at the tuned thresholds,
+    their embeddings pooled at each power of CLUSTER_GRID, the true notes and the clip's length."""
+
+    raw: list  # decode.RawNote
+    pooled: dict  # pool power -> [N, D] unit vectors (None when the clip has no note)
+    notes: list[Note]
+    n_frames: int
+
+    @property
+    def k(self) -> int:
+        return len({n.stem for n in self.notes}) or 1
 
 
 # Every combination is tried (one setting at a time misses pairs that only help together, e.g. a longer
@@ -51,6 +76,11 @@ class Tuned:
 SHAPE_GRID = (("min_note_frames", (6.0, 7.5, 9.0, 12.0)), ("energy_tolerance", (8, 11, 15, 20)),
               ("infer_onsets", (True, False)))  # fmt: skip
 SHAPE_FIELDS = tuple(name for name, _ in SHAPE_GRID)
+# Pooling with Y_F^2 (the authors' browser app) weighs a note's confident frames more; a sharper affinity
+# than the spec's exp(cos) separates close timbres more (much sharper measured worse: 8 and 16 lost 1.5
+# and 4 points on the default model's tuning set).
+CLUSTER_GRID = (("pool_power", (1.0, 2.0)), ("cluster_sharpness", (1.0, 2.0, 3.0)))
+CLUSTER_FIELDS = tuple(name for name, _ in CLUSTER_GRID)
 
 
 def _search(score, lo: float = 0.05, hi: float = 0.95, steps: int = 10, rounds: int = 4) -> tuple[float, float]:
@@ -102,6 +132,33 @@ def tune_thresholds(clips: list[TuningClip], note_shape: bool = True) -> Tuned:
         defaults = DecodeParams()
         shape = {name: shape.get(name, getattr(defaults, name)) for name in SHAPE_FIELDS}
     return Tuned(round(theta_f, 4), round(theta_o, 4), best_frame, best_note, len(clips), **shape)
+
+
+def tune_clustering(clips: list[ClusterClip]) -> dict:
+    """The pooling power and affinity sharpness (CLUSTER_GRID, every combination) with the highest mean
+    separated note F over the clips of more than one instrument, each clustered into its true K; the
+    spec's (1, 1) is kept unless another scores higher. Returns the DecodeParams fields and the score."""
+    from mixscribe.evaluate.decode import cluster_notes
+    from mixscribe.evaluate.metrics import separated_scores
+
+    multi = [c for c in clips if c.k > 1 and c.raw]
+    if not multi:
+        return {}
+
+    def sep_f1(pool_power: float, cluster_sharpness: float) -> float:
+        scores = []
+        for c in multi:
+            labels, _ = cluster_notes(c.pooled[pool_power], c.k, cluster_sharpness=cluster_sharpness)
+            est = [n.to_note(int(t)) for n, t in zip(c.raw, labels)]
+            scores.append(separated_scores(c.notes, est, c.n_frames)["sep_note_f1"])
+        return float(np.mean(scores))
+
+    best, best_score = dict.fromkeys(CLUSTER_FIELDS, 1.0), -1.0
+    for values in itertools.product(*(values for _, values in CLUSTER_GRID)):  # the spec's (1, 1) first
+        score = sep_f1(*values)
+        if score > best_score:
+            best, best_score = dict(zip(CLUSTER_FIELDS, values)), score
+    return {**best, "sep_note_f1": best_score}
 
 
 SHARPNESS_GRID = (2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 28.0, 40.0)

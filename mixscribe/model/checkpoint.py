@@ -106,7 +106,7 @@ def _decode_params(payload: dict, path) -> object:
 
 
 def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
-    """A model to ship: the checkpoint's weights and config, the decoding thresholds and note shape its
+    """A model to ship: the checkpoint's weights and config, the decoding thresholds, note shape and clustering its
     evaluation tuned on validation (report/metrics.json), where it came from; and its ONNX graph beside it."""
     import hashlib
     import json
@@ -118,7 +118,8 @@ def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out:
     try:
         evaluation = json.loads(metrics.read_text())
         decode = {k: float(evaluation["config"][k]) for k in ("onset_threshold", "frame_threshold")}
-        for k in ("min_note_frames", "energy_tolerance", "infer_onsets"):  # the note shape (reports since 2026-12-03)
+        for k in ("min_note_frames", "energy_tolerance", "infer_onsets",  # the note shape (reports since 2026-12-03)
+                  "pool_power", "cluster_sharpness"):  # and the clustering (since 2026-12-03, evening)
             if k in evaluation["config"]:
                 decode[k] = evaluation["config"][k]
         if "k_sharpness" in evaluation["config"]:  # tuned when the evaluation estimated K
