@@ -7,8 +7,9 @@ After that, by default, the note shape (minimum length, the gap a note may bridg
 spec §7.1's fixed constants) is chosen the same way over a small grid, and theta_O searched again:
 on the default model's tuning set this gave +0.7 note F (69.2 -> 69.9, docs/model-card.md).
 Then the clustering (how note embeddings are pooled, how sharp the affinity is) is chosen for
-separated note F with the true K, on the notes of the decoding just tuned: +0.5 separated note F on
-the multi-instrument clips of the default model's tuning set (docs/model-card.md).
+separated note F with the true K, on the notes of the decoding just tuned: +0.5 / +0.7 separated
+note F on the multi-instrument clips of the default model's tuning set (step 5 / 6 weights); on
+timbres the encoder never heard it helped 3-4 instruments and cost a little on 2 (docs/model-card.md).
 """
 
 from __future__ import annotations
