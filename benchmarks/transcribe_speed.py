@@ -3,8 +3,9 @@ side by side with Spotify's Basic Pitch where it installs (in its own venv, neve
 
 RTF = (inference + note creation + timbre clustering) / duration with the shipped default model, its
 stored thresholds and K = 3, one process per measurement (peak RSS is that process's ru_maxrss): the
-path `mixscribe transcribe -k 3` runs. Targets (issue 3): RTF <= 0.02; 600 s peak <= 1 GB and <= 1.5x
-the 60 s figure.
+path `mixscribe transcribe -k 3` runs (backend auto: bf16 where the CPU has it), and beside it the
+float32 backend (onnxruntime) in the same run. Targets (issue 3): RTF <= 0.02; 600 s peak <= 1 GB and
+<= 1.5x the 60 s figure.
 Usage: python benchmarks/transcribe_speed.py [--no-basic-pitch] [--checkpoint PATH]
 """
 
@@ -32,21 +33,20 @@ from mixscribe.model import load_model
 from mixscribe.inference import _Runner, default_params, load_audio, transcribe_audio
 from mixscribe.evaluate.decode import cluster_notes, create_notes
 model = load_model(sys.argv[2] or None)
-if sys.argv[3] == "no-arena":  # the comparison: onnxruntime without a memory arena (before 2026-12-03)
-    from mixscribe.model.export import OrtModel
-    model._ort_twin = OrtModel(model, arena=False)
+backend = sys.argv[3]
 params = default_params(model)
 audio = load_audio(sys.argv[1])
-transcribe_audio(model, audio[: 22050 * 5], k=3)  # warm-up: onnxruntime sessions, first calls
+transcribe_audio(model, audio[: 22050 * 5], k=3, backend=backend)  # warm-up: sessions / twins, first calls
 t1 = time.perf_counter()
-runner = _Runner(model, audio)  # the CQT once, then the posteriorgram pass,
+runner = _Runner(model, audio, backend)  # the CQT once, then the posteriorgram pass,
 frame, onset = runner.posteriorgrams()
 t2 = time.perf_counter()
 notes = create_notes(frame, onset, params)  # the model's own notes,
 t3 = time.perf_counter()
 u = runner.pooled_embeddings(notes, frame, params.pool_power)  # embeddings pooled into them window by window,
 t4 = time.perf_counter()
-labels, k = cluster_notes(u, 3, params.max_k, sharpness=params.k_sharpness)  # one clustering over the file
+labels, k = cluster_notes(u, 3, params.max_k, sharpness=params.k_sharpness,
+                          cluster_sharpness=params.cluster_sharpness)  # one clustering over the file
 t5 = time.perf_counter()
 print(json.dumps({"duration": len(audio) / 22050, "inference": (t2 - t1) + (t4 - t3),
                   "decode": (t3 - t2) + (t5 - t4), "notes": len(notes), "load": t1 - t0,
@@ -68,6 +68,10 @@ _, _, notes = predict(sys.argv[1], model)
 dt = time.perf_counter() - t
 print(json.dumps({"total": dt, "notes": len(notes), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+
+
+BF16_WORDS = (": the branches' convolutions in bfloat16 by oneDNN, channels-last, features and norms "
+              "float32; the CPU multiplies bf16 natively")
 
 
 def render_music(seconds: float, seed: int = 0):
@@ -106,9 +110,9 @@ def basic_pitch_env() -> Path | None:
         return None
 
 
-def measure(wav: Path, checkpoint: str, arena: str) -> dict:
+def measure(wav: Path, checkpoint: str, backend: str) -> dict:
     """One process transcribing one file: seconds per step, RTF and peak RSS."""
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(wav), checkpoint, arena],
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(wav), checkpoint, backend],
                          capture_output=True, text=True, check=True)  # fmt: skip
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["rtf"] = (r["inference"] + r["decode"]) / r["duration"]
@@ -118,21 +122,23 @@ def measure(wav: Path, checkpoint: str, arena: str) -> dict:
 def main() -> None:
     import soundfile as sf
 
+    from mixscribe.inference import resolve_backend
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-basic-pitch", action="store_true")
     ap.add_argument("--checkpoint", default="", help="model file (default: the shipped default model)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mx-bench-"))
     mix, _, _ = render_music(60.0)
-    rows = {}
+    rows, f32 = {}, {}
+    auto = resolve_backend("auto")
     bp_py = None if args.no_basic_pitch else basic_pitch_env()
     for seconds, reps in ((60, 1), (600, 10)):
         wav = work / f"music_{seconds}.wav"
         sf.write(wav, np.tile(mix, reps), 22050)
         sf.write(work / f"music_{seconds}_warm.wav", mix[: 22050 * 5], 22050)
-        r = measure(wav, args.checkpoint, "arena")
-        if seconds == 600:
-            rows["no-arena"] = measure(wav, args.checkpoint, "no-arena")
+        r = measure(wav, args.checkpoint, "auto")
+        f32[seconds] = measure(wav, args.checkpoint, "float32") if auto != "float32" else r
         if bp_py:
             bp = subprocess.run([str(bp_py), "-c", BASIC_PITCH, str(wav)], capture_output=True, text=True)
             if bp.returncode == 0:
@@ -141,20 +147,20 @@ def main() -> None:
             else:
                 print("Basic Pitch failed:", bp.stderr.strip().splitlines()[-1:])
         rows[seconds] = r
-        print(f"{seconds} s: RTF {r['rtf']:.4f} (inference {r['inference']:.1f} s, notes+clustering {r['decode']:.1f} s, "
+        print(f"{seconds} s: RTF {r['rtf']:.4f} ({auto}; float32 {f32[seconds]['rtf']:.4f}) (inference {r['inference']:.1f} s, notes+clustering {r['decode']:.1f} s, "
               f"{r['notes']} notes), peak RSS {r['peak_rss_mb']:.0f} MB"
               + (f"; Basic Pitch RTF {r['bp_rtf']:.4f}, {r['bp_rss']:.0f} MB" if "bp_rtf" in r else ""))  # fmt: skip
     growth = rows[600]["peak_rss_mb"] / rows[60]["peak_rss_mb"]
-    old = rows["no-arena"]
-    speedup = old["inference"] / rows[600]["inference"]
-    print(f"peak RSS 600 s / 60 s = {growth:.2f}; without the arena: RTF {old['rtf']:.4f}, peak RSS "
-          f"{old['peak_rss_mb']:.0f} MB (inference {speedup:.2f}x slower)")
+    speedup = {sec: f32[sec]["inference"] / rows[sec]["inference"] for sec in (60, 600)}
+    print(f"peak RSS 600 s / 60 s = {growth:.2f}; float32 inference / {auto} inference: "
+          f"{speedup[60]:.2f}x (60 s), {speedup[600]:.2f}x (600 s)")
     bp = lambda r, key, fmt: format(r[key], fmt) if key in r else "not measured"  # noqa: E731
     body = f"""## Transcription speed and memory (`benchmarks/transcribe_speed.py`)
 
 Separated transcription (K = 3) of a rendered piano/violin/bassoon piece (600 s = the 60 s piece 10 times)
-by {args.checkpoint or 'the shipped default model'} with its stored thresholds: one process per figure,
-onnxruntime backend with {__import__('os').cpu_count()} threads and one shared memory arena, the CQT computed once per file,
+by {args.checkpoint or 'the shipped default model'} with its stored thresholds, the backend `mixscribe transcribe` picks
+here (auto: **{auto}**{BF16_WORDS if auto == 'bf16' else ''}): one process per figure,
+{__import__('os').cpu_count()} threads, the CQT computed once per file (float32),
 windows of 1,024 frames and two passes over them (posteriorgrams -> the model's notes, then embeddings
 pooled into the notes), one clustering over the whole file.
 Targets: RTF <= 0.02; 600 s peak RSS <= 1 GB and <= 1.5x the 60 s figure.
@@ -165,8 +171,9 @@ Targets: RTF <= 0.02; 600 s peak RSS <= 1 GB and <= 1.5x the 60 s figure.
 | 600 s | {rows[600]['rtf']:.4f} | {rows[600]['inference']:.2f} | {rows[600]['decode']:.2f} | {rows[600]['notes']} | {rows[600]['peak_rss_mb']:.0f} | {bp(rows[600], 'bp_rtf', '.4f')} | {bp(rows[600], 'bp_rss', '.0f')} |
 
 Peak RSS grows {growth:.2f}x from 60 s to 600 s (Basic Pitch is timbre-agnostic: no embeddings, no clustering).
-The same 600 s file in the same run with onnxruntime's memory arena off (as before 2026-12-03): RTF
-{old['rtf']:.4f}, inference {old['inference']:.2f} s ({speedup:.2f}x the arena's), peak RSS {old['peak_rss_mb']:.0f} MB."""
+The same files in the same run with the float32 backend (onnxruntime, one shared memory arena; what
+evaluation runs): RTF {f32[60]['rtf']:.4f} / {f32[600]['rtf']:.4f} for 60 / 600 s, inference {f32[60]['inference']:.2f} / {f32[600]['inference']:.2f} s
+({speedup[60]:.2f}x / {speedup[600]:.2f}x the {auto} backend's), peak RSS {f32[60]['peak_rss_mb']:.0f} / {f32[600]['peak_rss_mb']:.0f} MB."""
     update_section("transcribe-speed", body)
 
 

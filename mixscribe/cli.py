@@ -95,7 +95,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from mixscribe.model import load_model
     from mixscribe.outputs import FORMATS, write_csv, write_json, write_midi, write_png
     from mixscribe.schema import HOP, SAMPLE_RATE
-    from mixscribe.inference import TranscribeError, default_params, load_audio, transcribe_audio
+    from mixscribe.inference import TranscribeError, default_params, load_audio, resolve_backend, transcribe_audio
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
@@ -103,6 +103,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         raise MixscribeError(f"--format: unknown format(s) {unknown} (choose from {','.join(FORMATS)})")
     if args.k is not None and args.k < 1:
         raise TranscribeError(f"-k: K must be >= 1, got {args.k}")
+    resolve_backend(args.backend)  # an unknown backend, or bf16 on a CPU without it: before any work
     out = Path(args.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     for path, audio in tqdm(audios, desc="transcribing", unit="file", disable=len(audios) < 2):
-        result = transcribe_audio(model, audio, args.k, params)
+        result = transcribe_audio(model, audio, args.k, params, args.backend)
         stem = out / path.stem
         written = []
         if "mid" in formats:
@@ -229,7 +230,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = from_dict(EvalConfig, dict(load_preset(args.config).get("evaluate") or {}), prefix="evaluate.")
     overrides = {"sets": tuple(args.sets) if args.sets else None, "k_mode": args.k,
-                 "max_clips_per_set": args.max_clips}  # fmt: skip
+                 "max_clips_per_set": args.max_clips, "backend": args.backend}  # fmt: skip
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if args.tune_on is not None:
         cfg = dataclasses.replace(cfg, tune_on=args.tune_on)
@@ -368,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-clips", type=int, default=None, help="at most this many clips per set")
     p.add_argument("--tune-on", default=None, help="set that tunes the thresholds (default: valid; '' = fixed)")
     p.add_argument("--tune-data", default=None, help="shard set holding the tuning set (default: --data)")
+    p.add_argument("--backend", default=None,
+                   help="the model's arithmetic: float32 (the config's default), auto (what transcribe runs), bf16")
     p.add_argument("--out", default="report", help="report folder (default: ./report)")
     _add_mlflow_args(p, "write the report only")
     p.set_defaults(func=_cmd_evaluate)
@@ -428,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--min-note-ms", type=float, default=None, help="minimum note length (default: the model's)")
     p.add_argument("--format", default="mid", help="comma-separated: mid,csv,json,png (default: mid)")
+    p.add_argument("--backend", default="auto",
+                   help="auto (default): bf16 where the CPU multiplies it natively, else float32; or bf16, float32")
     p.set_defaults(func=_cmd_transcribe)
 
     p = sub.add_parser("export-onnx", help="export a checkpoint as an ONNX graph (audio -> frame, onset, embedding)")

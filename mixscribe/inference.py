@@ -25,6 +25,7 @@ WINDOW_FRAMES = 1024  # ~12 s kept per window (2,048 peaked ~130 MB higher for n
 CONTEXT_FRAMES = 160  # ~1.9 s of audio either side: more than half the lowest CQT kernel (1.6 s)
 NET_CONTEXT_FRAMES = 16  # CQT frames either side for the branches (receptive field: +-9 frames)
 MIN_SECONDS = 0.5
+BACKENDS = ("auto", "bf16", "float32", "onnxruntime", "torch")
 
 
 class TranscribeError(MixscribeError):
@@ -87,6 +88,62 @@ def _segment(audio: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int]:
     return seg, CONTEXT_FRAMES
 
 
+def bf16_supported() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so oneDNN's bf16 convolutions
+    are fast (1.4-1.6x onnxruntime's float32 per window here: docs/benchmarks.md); elsewhere it emulates
+    them, slower than float32."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.backends.mkldnn.is_available() and any(probe is not None and probe() for probe in probes)
+
+
+def resolve_backend(backend: str) -> str:
+    """"auto" (what `mixscribe transcribe` runs): bf16 where the CPU has it, else float32. "float32"
+    (what evaluation runs: the same figures on every machine): onnxruntime, else torch."""
+    if backend not in BACKENDS:
+        raise TranscribeError(f"backend: unknown {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "auto":
+        return "bf16" if bf16_supported() else "float32"
+    if backend == "bf16" and not bf16_supported():
+        raise TranscribeError("backend bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); use float32")
+    return backend
+
+
+class _Bf16Branches:
+    """The two branches in channels-last layout, run under bfloat16 autocast (oneDNN): features and
+    norms stay float32, convolutions multiply in bf16 and accumulate in float32. Posteriorgrams within
+    ~0.003 of float32, embeddings at cosine >= 0.99 (tests/test_transcribe.py); quality on the chorales
+    in docs/model-card.md. The encoder is the layout-friendly copy (its norms from pooled moments:
+    0.86x the time of the layers as trained, measured in one process). Copies, so the model itself
+    stays as it was (training may go on with it)."""
+
+    def __init__(self, model):
+        import copy
+
+        import torch
+
+        from mixscribe.model.export import layout_friendly_encoder
+
+        self.amt = copy.deepcopy(model.amt).eval().to(memory_format=torch.channels_last)
+        self.encoder = layout_friendly_encoder(model).encoder.eval().to(memory_format=torch.channels_last)
+
+    def run(self, branch, features):
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = branch(features.contiguous(memory_format=torch.channels_last))
+        return tuple(o.float().numpy() for o in out) if isinstance(out, tuple) else out.float().numpy()
+
+
+def _bf16_model(model) -> _Bf16Branches:
+    """The bf16 twin of the model, built once per model object."""
+    cached = getattr(model, "_bf16_twin", None)
+    if cached is None:
+        cached = model._bf16_twin = _Bf16Branches(model)
+    return cached
+
+
 def _ort_model(model):
     """An onnxruntime twin of the model, built once per model object; None when unavailable."""
     cached = getattr(model, "_ort_twin", None)
@@ -110,8 +167,10 @@ class _Runner:
         import torch
 
         self.model = model
-        self.ort = _ort_model(model) if backend in ("auto", "onnxruntime") else None
-        if backend == "onnxruntime" and self.ort is None:
+        kind = resolve_backend(backend)
+        self.bf16 = _bf16_model(model) if kind == "bf16" else None
+        self.ort = _ort_model(model) if kind in ("float32", "onnxruntime") else None
+        if kind == "onnxruntime" and self.ort is None:
             raise TranscribeError("backend onnxruntime requested but onnxruntime is not installed")
         self.n_frames = len(audio) // HOP
         self.audio = audio[: self.n_frames * HOP]
@@ -142,6 +201,9 @@ class _Runner:
 
         if self.ort is not None:
             return tuple(self.ort.amt(power, self.sigma, release))
+        if self.bf16 is not None:
+            with torch.inference_mode():
+                return self.bf16.run(self.bf16.amt, self._features(power))
         with torch.inference_mode():
             frame, onset = self.model.amt(self._features(power))
         return frame.numpy(), onset.numpy()
@@ -151,6 +213,9 @@ class _Runner:
 
         if self.ort is not None:
             return self.ort.embed(power, self.sigma, release)
+        if self.bf16 is not None:
+            with torch.inference_mode():
+                return self.bf16.run(self.bf16.encoder, self._features(power))
         with torch.inference_mode():
             return self.model.encoder(self._features(power)).numpy()
 
@@ -181,8 +246,9 @@ class _Runner:
         return u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
 
 
-def run_model(model, audio: np.ndarray, with_embedding: bool = True, backend: str = "auto"):
-    """Dense Y_F, Y_O [84, T] and embeddings [D, 84, T] of a (short) clip, for evaluation and tests."""
+def run_model(model, audio: np.ndarray, with_embedding: bool = True, backend: str = "float32"):
+    """Dense Y_F, Y_O [84, T] and embeddings [D, 84, T] of a (short) clip, for evaluation and tests
+    (float32 by default, so that figures do not depend on the machine's CPU)."""
     runner = _Runner(model, audio, backend)
     frame, onset = runner.posteriorgrams()
     if not with_embedding:
@@ -232,7 +298,8 @@ def default_params(model) -> DecodeParams:
 def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: DecodeParams | None = None,
                      backend: str = "auto") -> Transcription:  # fmt: skip
     """The CQT once, then two passes over its windows: posteriorgrams -> notes, then embeddings pooled
-    into the notes. Memory: the audio, its CQT power, Y_F/Y_O and one window's activations."""
+    into the notes. Memory: the audio, its CQT power, Y_F/Y_O and one window's activations.
+    backend: see resolve_backend (auto: bf16 where the CPU multiplies it natively)."""
     if k is not None and k < 1:
         raise TranscribeError(f"K must be >= 1, got {k}")
     params = params or default_params(model)
@@ -246,9 +313,10 @@ def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: Dec
 
 
 def transcribe(audio_or_path, sr: int | None = None, k: int | None = None, checkpoint: str | None = None,
-               model=None, params: DecodeParams | None = None) -> list[Note]:  # fmt: skip
+               model=None, params: DecodeParams | None = None, backend: str = "auto") -> list[Note]:  # fmt: skip
     """Notes of every timbre; Note.stem is the track (0..K-1). K is estimated when not given.
-    No checkpoint and no model: the shipped default model, with its stored thresholds."""
+    No checkpoint and no model: the shipped default model, with its stored thresholds. backend: "auto"
+    (bf16 where the CPU multiplies it natively), "bf16" or "float32" (see resolve_backend)."""
     from mixscribe.model import load_model
 
     if isinstance(audio_or_path, (str, os.PathLike)):
@@ -258,4 +326,4 @@ def transcribe(audio_or_path, sr: int | None = None, k: int | None = None, check
             raise TranscribeError("sr is required when audio is an array")
         audio = prepare_audio(audio_or_path, sr)
     model = model or load_model(checkpoint)
-    return transcribe_audio(model, audio, k, params).notes
+    return transcribe_audio(model, audio, k, params, backend).notes

@@ -163,6 +163,26 @@ def test_thresholds_are_tuned_on_the_validation_set_only(shards):
     assert fixed.tuned is None and fixed.config.onset_threshold == 0.5 and "fixed (not tuned)" in fixed.markdown()
 
 
+def test_the_backend_is_checked_and_named_in_the_report(shards):
+    """Evaluation runs float32 (machine-independent figures) unless told to score what transcribe runs;
+    auto is resolved before any work, so the report says what ran."""
+    from mixscribe.errors import ConfigError
+    from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult, evaluate_checkpoint
+    from mixscribe.inference import resolve_backend
+
+    one = EvalConfig(sets=("valid",), tune_on="", max_clips_per_set=1)
+    f32 = evaluate_checkpoint(str(GOLDEN), shards, one)
+    auto = evaluate_checkpoint(str(GOLDEN), shards, dataclasses.replace(one, backend="auto"))
+    assert (f32.config.backend, auto.config.backend) == ("float32", resolve_backend("auto"))
+    assert abs(auto.rows[0]["frame_f1"] - f32.rows[0]["frame_f1"]) < 0.05  # the same clip, close posteriorgrams
+
+    with pytest.raises(ConfigError, match="evaluate.backend"):
+        EvalConfig(backend="fp8").validate()
+    row = {"set": "chorales", "clip": "c0", "k": 2, **{m: 0.5 for m in METRICS}}
+    assert "backend" not in EvalResult(EvalConfig(), [row]).markdown()
+    assert "; model run with the bf16 backend; K given." in EvalResult(EvalConfig(backend="bf16"), [row]).markdown()
+
+
 def test_a_report_of_another_transcriber_claims_none_of_our_decoding():
     from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult
 

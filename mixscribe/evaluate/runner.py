@@ -41,6 +41,7 @@ class EvalConfig:
     pool_power: float = 1.0  # the clustering (spec §7.2's unless tuned): note embeddings pooled with Y_F^p,
     cluster_sharpness: float = 1.0  # and clustered on the affinity exp(s cos)
     tune_clustering: bool = True  # tune the clustering too (thresholds.CLUSTER_GRID) when tuning
+    backend: str = "float32"  # the model's arithmetic (inference.BACKENDS); "auto" scores what transcribe runs
 
     def validate(self) -> None:
         from mixscribe.config import _check
@@ -54,6 +55,9 @@ class EvalConfig:
                "note length and gap tolerance must be >= 0")  # fmt: skip
         _check(self.pool_power > 0 and self.cluster_sharpness > 0, "evaluate.pool_power",
                "pool power and cluster sharpness must be > 0")  # fmt: skip
+        from mixscribe.inference import BACKENDS
+
+        _check(self.backend in BACKENDS, "evaluate.backend", f"must be one of {list(BACKENDS)}")
 
     def decode_params(self):
         """What decoding uses: the thresholds, note shape and clustering, K's sharpness and classifier."""
@@ -104,6 +108,8 @@ class EvalResult:
                  + ("inferred from Y_F too" if c.infer_onsets else "from Y_O only"))  # fmt: skip
         clustering = f"notes clustered on embeddings pooled with Y_F^{c.pool_power:g}, affinity exp({c.cluster_sharpness:g} cos)"
         decoding = f"Thresholds: onset {c.onset_threshold}, frame {c.frame_threshold} ({shape}; {clustering}), {how}"
+        if c.backend != "float32":
+            decoding += f"; model run with the {c.backend} backend"
         if self.label:  # another transcriber, decoded its own way: none of the above applies
             decoding = self.label
         lines = [f"{decoding}; K {k_how}.", "",
@@ -149,7 +155,7 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     rows, extras = [], []
     for clip in table_to_clips(table):
         k_ref = len({n.stem for n in clip.notes}) or 1
-        frame, raw, u = _clip_notes(model, clip, params)
+        frame, raw, u = _clip_notes(model, clip, params, cfg.backend)
         est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params, frame.shape[1])
         scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
         rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
@@ -175,7 +181,7 @@ def _matched_embeddings(clip, est: list, u, limit: int = 64) -> dict:
             "labels": [clip.stems[clip.notes[i].stem].gm_family for i, _ in pairs]}  # fmt: skip
 
 
-def _tuning_clips(checkpoint: bytes, table) -> list:
+def _tuning_clips(checkpoint: bytes, table, backend: str = "float32") -> list:
     """Ray task: posteriorgrams and true notes of validation clips, for threshold tuning."""
     import torch
 
@@ -187,7 +193,7 @@ def _tuning_clips(checkpoint: bytes, table) -> list:
     model = _load_blob(checkpoint)
     out = []
     for clip in table_to_clips(table):
-        frame, onset, _ = run_model(model, clip.mix(), with_embedding=False)
+        frame, onset, _ = run_model(model, clip.mix(), with_embedding=False, backend=backend)
         out.append(TuningClip(frame, onset, clip.notes))
     return out
 
@@ -236,7 +242,10 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     from mixscribe.model import load_model
     from mixscribe.raycluster import init_ray, unwrap_ray_error
 
+    from mixscribe.inference import resolve_backend
+
     cfg.validate()
+    cfg = dataclasses.replace(cfg, backend=resolve_backend(cfg.backend))  # the report names what ran: bf16, not auto
     load_model(checkpoint)  # a checkpoint that does not rebuild its model fails here, not in a task
     with open(checkpoint, "rb") as f:
         blob = f.read()
@@ -268,12 +277,12 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     return EvalResult(cfg, [r for rows, _ in done for r in rows], tuned, [e for _, extras in done for e in extras])
 
 
-def _clip_notes(model, clip, params):
+def _clip_notes(model, clip, params, backend: str = "float32"):
     """A clip's mixture through the model: Y_F, its notes, and their pooled embeddings (None if no note)."""
     from mixscribe.evaluate.decode import create_notes, pool_note_embeddings
     from mixscribe.inference import run_model
 
-    frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
+    frame, onset, emb = run_model(model, clip.mix(), with_embedding=True, backend=backend)
     raw = create_notes(frame, onset, params)
     return frame, raw, pool_note_embeddings(raw, frame, emb, params.pool_power) if raw else None
 
@@ -290,12 +299,13 @@ def _cluster_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list:
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
-    params = from_dict(EvalConfig, cfg_dict).decode_params()
+    cfg = from_dict(EvalConfig, cfg_dict)
+    params = cfg.decode_params()
     powers = sorted({params.pool_power, *dict(CLUSTER_GRID)["pool_power"]})
     model = _load_blob(checkpoint)
     out = []
     for clip in table_to_clips(table):
-        frame, onset, emb = run_model(model, clip.mix(), with_embedding=True)
+        frame, onset, emb = run_model(model, clip.mix(), with_embedding=True, backend=cfg.backend)
         raw = create_notes(frame, onset, params)
         pooled = {p: pool_note_embeddings(raw, frame, emb, p) if raw else None for p in powers}
         out.append(ClusterClip(raw, pooled, clip.notes, frame.shape[1]))
@@ -331,7 +341,7 @@ def _tune(ref, table, cfg: EvalConfig):
     """Thresholds from the tuning set only: its clips are the only ones whose outputs are computed here."""
     from mixscribe.evaluate.thresholds import tune_thresholds
 
-    return tune_thresholds([c for chunk in _map_chunks(_tuning_clips, ref, [table], cfg) for c in chunk],
+    return tune_thresholds([c for chunk in _map_chunks(_tuning_clips, ref, [table], cfg, cfg.backend) for c in chunk],
                            note_shape=cfg.tune_note_shape)  # fmt: skip
 
 

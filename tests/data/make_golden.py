@@ -24,13 +24,13 @@ def main() -> None:
     model = TwoBranchModel(ModelConfig()).eval()
     save_checkpoint(model, HERE / "golden.pt", extra={"purpose": "golden-output regression test, untrained"})
     audio, _ = render_duet()
-    result = transcribe_audio(model, audio, k=2, params=GOLDEN_PARAMS)
+    result = transcribe_audio(model, audio, k=2, params=GOLDEN_PARAMS, backend="float32")  # the same on every CPU
     notes = [[round(n.onset, 4), round(n.offset, 4), n.pitch, n.velocity, n.stem] for n in result.notes]
     (HERE / "golden_notes.json").write_text(json.dumps(notes) + "\n")
     print(f"{len(notes)} golden notes")
     from mixscribe.model import load_model
 
-    shipped = transcribe_audio(load_model(), audio, k=2)  # the default model with its stored thresholds
+    shipped = transcribe_audio(load_model(), audio, k=2, backend="float32")  # the default model, its stored thresholds
     notes = [[round(n.onset, 4), round(n.offset, 4), n.pitch, n.velocity, n.stem] for n in shipped.notes]
     (HERE / "golden_default_notes.json").write_text(json.dumps(notes) + "\n")
     print(f"{len(notes)} golden notes of the shipped default model")
