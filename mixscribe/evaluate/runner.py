@@ -240,9 +240,8 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
 
     from mixscribe.config import to_dict
     from mixscribe.model import load_model
-    from mixscribe.raycluster import init_ray, unwrap_ray_error
-
     from mixscribe.inference import resolve_backend
+    from mixscribe.raycluster import init_ray, unwrap_ray_error
 
     cfg.validate()
     cfg = dataclasses.replace(cfg, backend=resolve_backend(cfg.backend))  # the report names what ran: bf16, not auto
