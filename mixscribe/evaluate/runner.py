@@ -155,7 +155,8 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     rows, extras = [], []
     for clip in table_to_clips(table):
         k_ref = len({n.stem for n in clip.notes}) or 1
-        frame, raw, u = _clip_notes(model, clip, params, cfg.backend)
+        frame, raw, pooled = _clip_notes(model, clip, params, [params.pool_power], cfg.backend)
+        u = pooled[params.pool_power]
         est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params, frame.shape[1])
         scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
         rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
@@ -276,14 +277,15 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     return EvalResult(cfg, [r for rows, _ in done for r in rows], tuned, [e for _, extras in done for e in extras])
 
 
-def _clip_notes(model, clip, params, backend: str = "float32"):
-    """A clip's mixture through the model: Y_F, its notes, and their pooled embeddings (None if no note)."""
+def _clip_notes(model, clip, params, powers, backend: str = "float32"):
+    """A clip's mixture through the model, once: Y_F, its notes, and their embeddings pooled with Y_F^p
+    for each p of powers ({p: [n, D]}, None where the clip has no note)."""
     from mixscribe.evaluate.decode import create_notes, pool_note_embeddings
     from mixscribe.inference import run_model
 
     frame, onset, emb = run_model(model, clip.mix(), with_embedding=True, backend=backend)
     raw = create_notes(frame, onset, params)
-    return frame, raw, pool_note_embeddings(raw, frame, emb, params.pool_power) if raw else None
+    return frame, raw, {p: pool_note_embeddings(raw, frame, emb, p) if raw else None for p in powers}
 
 
 def _cluster_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list:
@@ -292,9 +294,7 @@ def _cluster_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list:
     import torch
 
     from mixscribe.config import from_dict
-    from mixscribe.evaluate.decode import create_notes, pool_note_embeddings
     from mixscribe.evaluate.thresholds import CLUSTER_GRID, ClusterClip
-    from mixscribe.inference import run_model
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
@@ -304,9 +304,7 @@ def _cluster_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list:
     model = _load_blob(checkpoint)
     out = []
     for clip in table_to_clips(table):
-        frame, onset, emb = run_model(model, clip.mix(), with_embedding=True, backend=cfg.backend)
-        raw = create_notes(frame, onset, params)
-        pooled = {p: pool_note_embeddings(raw, frame, emb, p) if raw else None for p in powers}
+        frame, raw, pooled = _clip_notes(model, clip, params, powers, cfg.backend)
         out.append(ClusterClip(raw, pooled, clip.notes, frame.shape[1]))
     return out
 
