@@ -90,7 +90,7 @@ def _segment(audio: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int]:
 
 def bf16_supported() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so oneDNN's bf16 convolutions
-    are fast (inference 1.24-1.46x faster than onnxruntime's float32 here, end to end in one run:
+    are fast (inference 1.05-1.59x faster than onnxruntime's float32 here, end to end, three runs:
     docs/benchmarks.md); elsewhere it emulates them, slower than float32."""
     import torch
 
