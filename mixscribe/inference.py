@@ -24,6 +24,8 @@ from mixscribe.schema import HOP, SAMPLE_RATE, Note
 WINDOW_FRAMES = 1024  # ~12 s kept per window (2,048 peaked ~130 MB higher for no speed: docs/benchmarks.md)
 CONTEXT_FRAMES = 160  # ~1.9 s of audio either side: more than half the lowest CQT kernel (1.6 s)
 NET_CONTEXT_FRAMES = 16  # CQT frames either side for the branches (receptive field: +-9 frames)
+BF16_WINDOW_FRAMES = 512  # the bf16 branches' windows: 1.13x faster over 600 s than 1,024 (activations
+# nearer the caches), chorale separated note F the same to 0.02 (docs/benchmarks.md); the CQT keeps WINDOW_FRAMES
 MIN_SECONDS = 0.5
 BACKENDS = ("auto", "bf16", "float32", "onnxruntime", "torch")
 
@@ -76,8 +78,9 @@ def prepare_audio(audio: np.ndarray, sr: int, where: str = "audio") -> np.ndarra
     return audio
 
 
-def _windows(n_frames: int) -> list[tuple[int, int]]:
-    return [(a, min(a + WINDOW_FRAMES, n_frames)) for a in range(0, n_frames, WINDOW_FRAMES)]
+def _windows(n_frames: int, size: int | None = None) -> list[tuple[int, int]]:
+    size = size or WINDOW_FRAMES
+    return [(a, min(a + size, n_frames)) for a in range(0, n_frames, size)]
 
 
 def _segment(audio: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int]:
@@ -90,7 +93,7 @@ def _segment(audio: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int]:
 
 def bf16_supported() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so oneDNN's bf16 convolutions
-    are fast (inference 1.05-1.59x faster than onnxruntime's float32 here, end to end, three runs:
+    are fast (inference 1.05-1.69x faster than onnxruntime's float32 here, end to end, four runs:
     docs/benchmarks.md); elsewhere it emulates them, slower than float32."""
     import torch
 
@@ -174,10 +177,10 @@ class _Runner:
             raise TranscribeError("backend onnxruntime requested but onnxruntime is not installed")
         self.n_frames = len(audio) // HOP
         self.audio = audio[: self.n_frames * HOP]
-        self.windows = _windows(self.n_frames)
+        self.windows = _windows(self.n_frames, BF16_WINDOW_FRAMES if self.bf16 is not None else None)  # the branches'
         self.power = np.zeros((model.cfg.n_bins, self.n_frames), np.float32)  # 60 MB per 10 minutes
         with torch.inference_mode():
-            for a, b in self.windows:
+            for a, b in _windows(self.n_frames):  # the CQT's
                 seg, off = _segment(self.audio, a, b)
                 self.power[:, a:b] = model.power(torch.from_numpy(seg)[None])[0, :, off : off + b - a].numpy()
         energy = self.power.sum(axis=0, dtype=np.float64)
