@@ -122,7 +122,7 @@ def measure(wav: Path, checkpoint: str, backend: str) -> dict:
 def main() -> None:
     import soundfile as sf
 
-    from mixscribe.inference import resolve_backend
+    from mixscribe.inference import BF16_WINDOW_FRAMES, WINDOW_FRAMES, resolve_backend
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-basic-pitch", action="store_true")
@@ -132,6 +132,7 @@ def main() -> None:
     mix, _, _ = render_music(60.0)
     rows, f32 = {}, {}
     auto = resolve_backend("auto")
+    branch_window = BF16_WINDOW_FRAMES if auto == "bf16" else WINDOW_FRAMES  # the CQT's: WINDOW_FRAMES
     bp_py = None if args.no_basic_pitch else basic_pitch_env()
     for seconds, reps in ((60, 1), (600, 10)):
         wav = work / f"music_{seconds}.wav"
@@ -161,7 +162,7 @@ Separated transcription (K = 3) of a rendered piano/violin/bassoon piece (600 s 
 by {args.checkpoint or 'the shipped default model'} with its stored thresholds, the backend `mixscribe transcribe` picks
 here (auto: **{auto}**{BF16_WORDS if auto == 'bf16' else ''}): one process per figure,
 {__import__('os').cpu_count()} threads, the CQT computed once per file (float32),
-windows of 1,024 frames and two passes over them (posteriorgrams -> the model's notes, then embeddings
+the branches in windows of {branch_window:,} frames and two passes over them (posteriorgrams -> the model's notes, then embeddings
 pooled into the notes), one clustering over the whole file.
 Targets: RTF <= 0.02; 600 s peak RSS <= 1 GB and <= 1.5x the 60 s figure.
 
