@@ -460,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mixscribe.errors import MixscribeError
+    from mixscribe.raycluster import prepare_local_environment
+
+    if args.command != "submit":  # a job server's client keeps the user's own Ray settings
+        prepare_local_environment()  # before any stage imports Ray: Ray reads these settings once, on import
 
     try:
         return args.func(args)

@@ -1,5 +1,6 @@
 """A real multi-node Ray cluster on one machine: a head and worker nodes started with `ray start`,
-each its own set of processes with its own ports, temp dir and resources, all on loopback.
+each its own set of processes with its own ports, temp dir and resources, all on loopback, with token
+authentication (a fresh token, shared with this process so that its clients authenticate).
 
 The cluster tests and benchmarks/cluster_scaling.py run on it: jobs go in through the job submission
 API exactly as on a cloud cluster, a node can be killed like a crashed machine, and `stop()` reports
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -66,10 +68,12 @@ class LoopbackCluster:
         self.nodes: list[Node] = []
         self.gcs_port = self.dashboard_port = 0
         bin_dir = os.path.dirname(sys.executable)
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+        os.environ["RAY_AUTH_TOKEN"] = os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
                     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(drain_s), "MLFLOW_DISABLE_TELEMETRY": "true",
                     "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
         self.env.pop("RAY_ADDRESS", None)
+        self.env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # several nodes: Ray's multi-node mode
         self.ray = os.path.join(bin_dir, "ray")
 
     @property

@@ -1,11 +1,49 @@
-"""Connecting to Ray the same way everywhere: a local cluster by default, RAY_ADDRESS for a real one."""
+"""Connecting to Ray the same way everywhere: a local cluster by default, RAY_ADDRESS for a real one.
+
+A local cluster is private to this machine: every Ray process listens on 127.0.0.1 only, and token
+authentication is on with a fresh random token per run, held in the environment that Ray's processes
+inherit (never written to disk). Ray binds its servers to the node's address, and it takes the loopback
+address as the node's address only where multi-node clusters are off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+its setting for single-machine Ray); otherwise it replaces 127.0.0.1 by the machine's network address and
+its gRPC servers listen on every interface. A real cluster is secured by its own configuration
+(cluster_configs/, README "Securing a cluster").
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 
+from mixscribe.errors import MixscribeError
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+LOOPBACK = "127.0.0.1"
+_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray reads it once, when ray is first imported
+
+
+def joins_existing_cluster() -> bool:
+    """True when Ray work goes to a cluster that someone else started (a Ray job, or RAY_ADDRESS)."""
+    return in_ray_job() or bool(os.environ.get("RAY_ADDRESS"))
+
+
+def prepare_local_environment() -> None:
+    """Environment of a local cluster, set before Ray is imported or started (its processes inherit it):
+    loopback only and token authentication. A token given in RAY_AUTH_TOKEN is kept."""
+    if joins_existing_cluster():
+        return
+    os.environ[_SINGLE_MACHINE_ENV] = "0"
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+def import_ray():
+    """Ray, imported only once the local cluster's environment is set (Ray reads it on import)."""
+    prepare_local_environment()
+    import ray
+
+    return ray
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -15,35 +53,57 @@ def init_ray(num_cpus: int | None = None) -> None:
       job's runtime env (its working_dir carries the code; adding our own would conflict);
     - RAY_ADDRESS set: join that cluster and ship this package with `py_modules`, so its nodes run
       the driver's code, not whatever version they have installed;
-    - otherwise a local cluster: `address="local"` ignores a stale ray_current_cluster file that would
-      make ray.init attach to a dead cluster; the short temp dir keeps socket paths under the OS limit.
+    - otherwise a local cluster on loopback with token authentication (prepare_local_environment):
+      `address="local"` ignores a stale ray_current_cluster file that would make ray.init attach to a
+      dead cluster; the short temp dir keeps socket paths under the OS limit.
     """
-    import ray
-
+    ray = import_ray()
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if in_ray_job():
         ray.init(log_to_driver=True)
         return
-    env_vars = {"RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]}
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        env = {"py_modules": [PACKAGE_DIR], "env_vars": env_vars}
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        ray.init(address=address, runtime_env={"py_modules": [PACKAGE_DIR]}, log_to_driver=True)
         return
+    _single_machine_ray()
+    _require_token_auth()
     temp_dir = os.environ.get("MIXSCRIBE_RAY_TMP") or os.path.join(tempfile.gettempdir(), "mxray")
     ray.init(
         address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         _temp_dir=temp_dir,
-        runtime_env={"env_vars": {**env_vars, "PYTHONPATH": os.path.dirname(PACKAGE_DIR)}},
+        runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(PACKAGE_DIR)}},
         log_to_driver=True,
         configure_logging=True,
         logging_level="WARNING",
     )
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        raise MixscribeError(f"local Ray took the network address {node_ip}, not {LOOPBACK}: refusing to run a "
+                             "cluster that other machines can reach")  # fmt: skip
+
+
+def _require_token_auth() -> None:
+    """Ray reads RAY_AUTH_MODE once, when first imported: a process that imported Ray before
+    prepare_local_environment ran would start a cluster without authentication."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    if not is_token_auth_enabled():
+        raise MixscribeError("Ray was imported before mixscribe set up its local cluster: call "
+                             "mixscribe.raycluster.prepare_local_environment() before importing ray")  # fmt: skip
+
+
+def _single_machine_ray() -> None:
+    """Ray computes its single-machine switch when first imported: where something imported Ray before
+    prepare_local_environment ran, apply the same setting to the value it computed."""
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def in_ray_job() -> bool:

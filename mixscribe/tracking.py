@@ -56,7 +56,9 @@ def _git_commit() -> str:
 
 def environment_tags() -> dict[str, str]:
     """Where a run came from: code, library versions, the Ray job."""
-    import ray
+    from mixscribe.raycluster import import_ray
+
+    ray = import_ray()
     import torch
 
     import mixscribe

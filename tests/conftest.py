@@ -12,6 +12,9 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from mixscribe.raycluster import prepare_local_environment  # noqa: E402  (before anything imports Ray)
+
+prepare_local_environment()
 
 SMALL_SOUNDFONTS = ("timgm6mb", "csound_gmbank", "opl3_fm")
 

@@ -187,7 +187,8 @@ def test_training_reads_one_split_and_refuses_bad_shards(shards, tmp_path):
 
 
 def test_commit_checks_ids_and_files_and_removes_strays(tmp_path):
-    """The driver's commit: one listing of clips/, every shard there, every id once, strays removed."""
+    """The driver's commit: one listing of clips/, every shard there, every id once, its own strays removed
+    and nothing else."""
     import pyarrow.fs as pafs
 
     from mixscribe.errors import ShardError
@@ -200,12 +201,67 @@ def test_commit_checks_ids_and_files_and_removes_strays(tmp_path):
     summaries = [{"start": a, "ids": [clip_id(i) for i in range(a, b)]} for a, b in ranges]
     for a, _ in ranges:
         (clips / shard_name(a)).write_bytes(b"x")
-    (clips / ".tmp-dead-writer-part-00000002.parquet").write_bytes(b"half")
+    (clips / f".tmp-{'d' * 32}-part-00000002.parquet").write_bytes(b"half")  # a writer killed mid-write
+    (clips / "notes.txt").write_text("the user's")
     fs = pafs.LocalFileSystem()
     _commit(fs, str(clips), ranges, summaries + summaries[:1])  # a retried shard reported twice
-    assert sorted(p.name for p in clips.iterdir()) == [shard_name(0), shard_name(2)]
+    assert sorted(p.name for p in clips.iterdir()) == ["notes.txt", shard_name(0), shard_name(2)]
     with pytest.raises(ShardError, match="expected 3"):
         _commit(fs, str(clips), ranges, summaries[:1])
     (clips / shard_name(2)).unlink()
     with pytest.raises(ShardError, match="part-00000002.parquet: reported written but missing"):
         _commit(fs, str(clips), ranges, summaries)
+
+
+def _synth_cli(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).parent / "mixscribe")
+    args = [exe, "synth", "--config", "tiny", "--out", str(out), "--clips", "4", "--workers", "1", *extra]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+def test_synth_refuses_a_clips_folder_holding_what_it_did_not_write(tmp_path):
+    """A user's files in clips/ (hidden ones too) stop the run before any work unless --overwrite, and
+    are kept even then; a re-run replaces only what its own manifest lists."""
+    out = tmp_path / "u"
+    (out / "clips").mkdir(parents=True)
+    (out / "clips" / "video.mp4").write_text("precious")
+    (out / "clips" / ".hidden").write_text("mine too")
+    refused = _synth_cli(out)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"mixscribe: error: {out}/clips: holds files mixscribe did not write ('.hidden' and 1 more); choose "
+        "another --out, or pass --overwrite to write beside them (they are kept)"]
+    assert sorted(p.name for p in (out / "clips").iterdir()) == [".hidden", "video.mp4"]
+    assert not (out / "manifest.json").exists()
+
+    kept = _synth_cli(out, "--overwrite")
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    assert (out / "clips" / "video.mp4").read_text() == "precious" and (out / "clips" / ".hidden").exists()
+    shards = sorted(p.name for p in (out / "clips").glob("part-*.parquet"))
+    assert shards == ["part-00000000.parquet"]
+    assert read_clips_table(str(out)).num_rows == 4
+
+
+def test_synth_never_clears_through_a_symlinked_clips_folder(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "part-00000000.parquet").write_text("not a shard, but named like one")
+    (elsewhere / "video.mp4").write_text("precious")
+    out = tmp_path / "u"
+    out.mkdir()
+    (out / "clips").symlink_to(elsewhere, target_is_directory=True)
+    refused = _synth_cli(out)
+    assert refused.returncode == 2 and "clips: is a symlink" in refused.stderr
+    replaced = _synth_cli(out, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert not (out / "clips").is_symlink() and (out / "clips" / "part-00000000.parquet").stat().st_size > 1000
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["part-00000000.parquet", "video.mp4"]
+    assert (elsewhere / "video.mp4").read_text() == "precious"
+
+
+def test_synth_refuses_a_manifest_it_did_not_write(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"title": "my playlist"}')
+    for extra in ((), ("--overwrite",)):
+        refused = _synth_cli(tmp_path, *extra)
+        assert refused.returncode == 2 and "manifest.json: not a mixscribe manifest" in refused.stderr
+    assert (tmp_path / "manifest.json").read_text() == '{"title": "my playlist"}'

@@ -128,13 +128,14 @@ def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
     from mixscribe.fsio import atomic_write_json, ensure_writable_dir, resolve
     from mixscribe.schema import SCHEMA_VERSION, clips_to_table
     from mixscribe.synth import catalog
-    from mixscribe.synth.pipeline import MANIFEST, write_shard
+    from mixscribe.synth.pipeline import MANIFEST, ClipsFolder, previous_manifest, write_shard
     from mixscribe.synth.render import FluidSynthRenderer, fluidsynth_version
 
     entries = [e for e in catalog.select(()) if e.family == cfg.sf_family]
     if not entries:
         raise MixscribeError(f"chorales: no installed catalog SoundFont of family {cfg.sf_family!r}")
     fs, root = resolve(out)
+    ClipsFolder.survey(fs, root, previous_manifest(fs, root)).check(overwrite=False)  # nothing of the user's replaced
     ensure_writable_dir(fs, root)
     fs.create_dir(f"{root}/clips", recursive=True)
     from mixscribe.config import RenderConfig

@@ -237,7 +237,9 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     """Every clip of every requested set, scored in parallel Ray tasks; errors come before any work.
     The tuning set (cfg.tune_on) is read from tune_shards when given (e.g. the training shard set's
     `valid` split when scoring chorales), else from shards."""
-    import ray
+    from mixscribe.raycluster import import_ray
+
+    ray = import_ray()
 
     from mixscribe.config import to_dict
     from mixscribe.model import load_model

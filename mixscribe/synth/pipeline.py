@@ -3,16 +3,23 @@ shards) -> commit -> manifest.
 
 Exactly-once and restartable: every shard holds a fixed range of clip indices and is named after it,
 so a retried or re-run shard rewrites the same file. Shards are written in place under `clips/` (each
-atomically), the driver checks that every clip id arrived exactly once and removes anything else from
-`clips/`, and the manifest, written last, is what makes the set exist: a run that dies leaves no
-manifest, and re-running the same command produces the same shards, byte for byte. No shard is ever
-copied (a rename on an object store is a copy: a staging folder cost one copy per shard).
+atomically), the driver checks that every clip id arrived exactly once, and the manifest, written last,
+is what makes the set exist: a run that dies leaves no manifest, and re-running the same command
+produces the same shards, byte for byte. No shard is ever copied (a rename on an object store is a
+copy: a staging folder cost one copy per shard).
+
+Only what mixscribe wrote is ever deleted: the shards an earlier manifest lists, those a pending record
+(`clips/.mixscribe-pending.json`, written before rendering starts) names, and mixscribe's own temporary
+names. A `clips/` holding anything else, or being a symlink, is refused before any work unless
+--overwrite; even then the other files are kept and a symlink is replaced, never cleared through.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import sys
 import time
 from collections import Counter
@@ -40,6 +47,9 @@ from mixscribe.synth.clips import clip_id
 
 MANIFEST = "manifest.json"
 CLIPS_DIR = "clips"
+PENDING = ".mixscribe-pending.json"  # in clips/: the shard names a run is writing, until its manifest lists them
+_SHARD_NAME = re.compile(r"part-\d{8}\.parquet")
+_TEMP_SHARD_NAME = re.compile(r"\.tmp-[0-9a-f]{32}-part-\d{8}\.parquet")  # fsio.atomic_write_bytes' names
 
 
 class ShardRenderer:
@@ -178,15 +188,85 @@ def reopenable_uri(fs: pafs.FileSystem, path: str) -> str:
     return f"{fs.type_name}://{path}"
 
 
-def _check_previous(fs: pafs.FileSystem, root: str, manifest: dict, overwrite: bool) -> None:
-    """Re-running the same command overwrites identical shards; another config needs --overwrite."""
+def previous_manifest(fs: pafs.FileSystem, root: str) -> dict | None:
+    """The manifest an earlier run left in root; a manifest.json that mixscribe did not write is refused
+    (it would be replaced), even with --overwrite."""
     path = f"{root}/{MANIFEST}"
-    if not exists(fs, path) or overwrite:
+    if not exists(fs, path):
+        return None
+    try:
+        old = read_json(fs, path)
+    except (ValueError, UnicodeDecodeError, OSError):
+        old = None
+    if not isinstance(old, dict) or "schema_version" not in old or not isinstance(old.get("files"), list):
+        raise MixscribeError(f"{path}: not a mixscribe manifest; choose another --out (mixscribe will not replace it)")
+    return old
+
+
+def _check_previous(root: str, old: dict | None, manifest: dict, overwrite: bool) -> None:
+    """Re-running the same command overwrites identical shards; another config needs --overwrite."""
+    if old is None or overwrite:
         return
-    old = read_json(fs, path)
     same = all(old.get(k) == manifest[k] for k in ("config", "num_clips"))
     if not same:
         raise MixscribeError(f"{root}: already holds shards of another config or size (pass --overwrite to replace)")
+
+
+@dataclass(frozen=True)
+class ClipsFolder:
+    """What an existing clips/ holds, split by who wrote it: only `own` may ever be deleted."""
+
+    path: str
+    own: frozenset[str]  # names an earlier manifest or pending record lists, and mixscribe's temporary names
+    foreign: tuple[str, ...]  # everything else: hidden files and folders included
+    symlink: bool
+
+    @classmethod
+    def survey(cls, fs: pafs.FileSystem, root: str, old_manifest: dict | None) -> ClipsFolder:
+        path = f"{root}/{CLIPS_DIR}"
+        symlink = isinstance(fs, pafs.LocalFileSystem) and os.path.islink(path)
+        if symlink or not exists(fs, path):
+            return cls(path, frozenset(), (), symlink)
+        listed = {i.base_name: i for i in fs.get_file_info(pafs.FileSelector(path))}
+        recorded = {f["path"].rsplit("/", 1)[-1] for f in (old_manifest or {}).get("files", [])}
+        recorded |= _pending_names(fs, path) if PENDING in listed else set()
+        own = {n for n, info in listed.items() if info.is_file and (
+            _TEMP_SHARD_NAME.fullmatch(n) or (_SHARD_NAME.fullmatch(n) and n in recorded))}  # fmt: skip
+        foreign = tuple(sorted(n for n in listed if n not in own and n != PENDING))
+        return cls(path, frozenset(own), foreign, symlink)
+
+    def check(self, overwrite: bool) -> None:
+        """Refuse, before any work, a clips/ that is a symlink or holds what mixscribe did not write."""
+        if overwrite:
+            return
+        if self.symlink:
+            raise MixscribeError(f"{self.path}: is a symlink; choose another --out, or pass --overwrite to replace "
+                                 "the link (never what it points to)")  # fmt: skip
+        if self.foreign:
+            more = f" and {len(self.foreign) - 1} more" if len(self.foreign) > 1 else ""
+            raise MixscribeError(f"{self.path}: holds files mixscribe did not write ({self.foreign[0]!r}{more}); choose "
+                                 "another --out, or pass --overwrite to write beside them (they are kept)")  # fmt: skip
+
+    def record(self, fs: pafs.FileSystem, names: list[str]) -> None:
+        """Write the pending record: the names this run writes and the earlier runs' own files, so a re-run
+        after a crash still knows them as its own. A symlink is removed itself, its target untouched."""
+        if self.symlink:
+            os.unlink(self.path)
+        fs.create_dir(self.path, recursive=True)
+        atomic_write_json(fs, f"{self.path}/{PENDING}", sorted(set(names) | self.own))
+
+    def clear_stale(self, fs: pafs.FileSystem, names: list[str]) -> None:
+        """Delete mixscribe's own files of earlier runs that this run does not rewrite."""
+        for name in sorted(self.own - set(names)):
+            fs.delete_file(f"{self.path}/{name}")
+
+
+def _pending_names(fs: pafs.FileSystem, clips_dir: str) -> set[str]:
+    try:
+        names = read_json(fs, f"{clips_dir}/{PENDING}")
+    except (ValueError, UnicodeDecodeError, OSError):
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
 
 
 def _soundfont_ids(cfg: SynthConfig) -> list[str]:
@@ -199,7 +279,9 @@ def _soundfont_ids(cfg: SynthConfig) -> list[str]:
 
 
 def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = False) -> SynthResult:
-    import ray
+    from mixscribe.raycluster import import_ray
+
+    ray = import_ray()
 
     from mixscribe.raycluster import init_ray, unwrap_ray_error
     from mixscribe.synth.render import fluidsynth_version
@@ -220,9 +302,10 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
         "soundfonts": {e.id: {"sha256": e.sha256, "family": e.family, "package": e.package}
                        for e in map(catalog.get_entry, sf_ids)},  # fmt: skip
     }
-    _check_previous(fs, root, manifest, overwrite)
-    if exists(fs, f"{root}/{MANIFEST}"):
-        fs.delete_file(f"{root}/{MANIFEST}")  # from here until the end, a dying run leaves no manifest
+    old = previous_manifest(fs, root)
+    _check_previous(root, old, manifest, overwrite)
+    folder = ClipsFolder.survey(fs, root, old)
+    folder.check(overwrite)
 
     init_ray()
     placement = RenderPlacement.for_cluster(cfg)
@@ -232,13 +315,15 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     except Exception as exc:  # Ray wraps the worker's exception
         raise unwrap_ray_error(exc) from None
     workers = cfg.workers or placement.default_workers
-    clips_dir = f"{root}/{CLIPS_DIR}"
+    clips_dir = folder.path
     ranges = shard_ranges(num_clips, cfg.clips_per_shard)
+    names = [shard_name(a) for a, _ in ranges]
+    folder.record(fs, names)
+    if old is not None:
+        fs.delete_file(f"{root}/{MANIFEST}")  # from here until the end, a dying run leaves no manifest
+    folder.clear_stale(fs, names)
     t0 = time.perf_counter()
     try:
-        if exists(fs, clips_dir):
-            fs.delete_dir_contents(clips_dir)  # shards of an earlier (other or unfinished) run
-        fs.create_dir(clips_dir, recursive=True)
         summaries = _render_to(reopenable_uri(fs, clips_dir), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus,
                                placement.actor_resources)
         summaries = _commit(fs, clips_dir, ranges, summaries)
@@ -250,6 +335,7 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     manifest["workers"] = workers
     manifest["render_resource"] = placement.resource
     atomic_write_json(fs, f"{root}/{MANIFEST}", manifest)
+    fs.delete_file(f"{clips_dir}/{PENDING}")  # the manifest lists them now
     return SynthResult(out=root, manifest=manifest)
 
 
@@ -298,7 +384,7 @@ def _render_to(out_dir: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
 
 def _commit(fs: pafs.FileSystem, clips_dir: str, ranges, summaries: list[dict]) -> list[dict]:
     """Check that every clip was written exactly once and every shard is there (one listing, no per-file
-    requests), and remove anything else in clips/ (temporary files of writers killed mid-write)."""
+    requests), and remove the temporary files of writers killed mid-write (only mixscribe's own names)."""
     summaries = sorted({s["start"]: s for s in summaries}.values(), key=lambda s: s["start"])
     ids = [i for s in summaries for i in s["ids"]]
     expected = [clip_id(i) for a, b in ranges for i in range(a, b)]
@@ -310,7 +396,8 @@ def _commit(fs: pafs.FileSystem, clips_dir: str, ranges, summaries: list[dict]) 
     if missing:
         raise ShardError(f"{missing[0]}: reported written but missing ({len(missing)} shard(s))")
     for stray in sorted(listed - wanted):
-        fs.delete_file(stray)
+        if _TEMP_SHARD_NAME.fullmatch(stray.rsplit("/", 1)[-1]):
+            fs.delete_file(stray)
     return summaries
 
 

@@ -294,8 +294,9 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
 def wants_gpu(cfg: TrainConfig) -> bool:
     """The config's choice, or (None) whether the cluster has a GPU for every worker: the same command
     trains on CPUs on a laptop and on GPUs where there are some."""
-    import ray
+    from mixscribe.raycluster import import_ray
 
+    ray = import_ray()
     if cfg.use_gpu is not None:
         return cfg.use_gpu
     return ray.cluster_resources().get("GPU", 0) >= cfg.workers
@@ -304,6 +305,9 @@ def wants_gpu(cfg: TrainConfig) -> bool:
 def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: dict | None = None):
     """Train (or resume `name` under `storage`) and return Ray Train's Result. mlflow: {"tracking_uri",
     "run_id"} of a run to receive rank 0's per-epoch metrics."""
+    from mixscribe.raycluster import prepare_local_environment
+
+    prepare_local_environment()  # before Ray is imported
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
