@@ -87,15 +87,45 @@ def _cmd_soundfonts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_decoding_options(args: argparse.Namespace) -> None:
+    """Thresholds in (0, 1), lengths >= 0, a gate <= 0 dBFS: one line naming the option, before any work."""
+    import math
+
+    from mixscribe.errors import MixscribeError
+
+    checks = (("--onset-threshold", args.onset_threshold, lambda v: 0 < v < 1, "must be in (0, 1)"),
+              ("--frame-threshold", args.frame_threshold, lambda v: 0 < v < 1, "must be in (0, 1)"),
+              ("--min-note-ms", args.min_note_ms, lambda v: v >= 0, "must be >= 0"),
+              ("--gate-dbfs", args.gate_dbfs, lambda v: v <= 0, "must be a level <= 0 dBFS"))  # fmt: skip
+    for flag, value, ok, why in checks:
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise MixscribeError(f"{flag}: {why}, got {value}")
+
+
+def _output_stems(inputs: list[str], out) -> list:
+    """One output name per input; two inputs that would write the same file are refused, naming both."""
+    from pathlib import Path
+
+    from mixscribe.errors import MixscribeError
+
+    seen: dict = {}
+    for a in inputs:
+        stem = out / Path(a).stem
+        if stem in seen:
+            raise MixscribeError(f"{a} and {seen[stem]} would both be written as {stem}.*: transcribe them into "
+                                 "separate folders (-o) or rename one")  # fmt: skip
+        seen[stem] = a
+    return list(seen)
+
+
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
     from mixscribe.errors import MixscribeError
-    from mixscribe.model import load_model
-    from mixscribe.outputs import FORMATS, write_csv, write_json, write_midi, write_png
+    from mixscribe.inference import TranscribeError, check_audio_file, default_params, resolve_backend
+    from mixscribe.outputs import FORMATS
     from mixscribe.schema import HOP, SAMPLE_RATE
-    from mixscribe.inference import TranscribeError, default_params, load_audio, resolve_backend, transcribe_audio
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
@@ -103,37 +133,71 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         raise MixscribeError(f"--format: unknown format(s) {unknown} (choose from {','.join(FORMATS)})")
     if args.k is not None and args.k < 1:
         raise TranscribeError(f"-k: K must be >= 1, got {args.k}")
+    _check_decoding_options(args)
     resolve_backend(args.backend)  # an unknown backend, or bf16 on a CPU without it: before any work
     out = Path(args.output_dir)
+    stems = _output_stems(args.audio, out)
+    for a in args.audio:  # every input readable before any work; each is decoded when its turn comes
+        check_audio_file(a)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".probe-{__import__('os').getpid()}"
+        probe = out / f".probe-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
         raise MixscribeError(f"{out}: output folder is not writable ({exc.strerror})") from exc
-    audios = [(Path(a), load_audio(a)) for a in args.audio]  # every input checked before any work
+    from mixscribe.model import load_model
+
     model = load_model(args.checkpoint)
     given = {"onset_threshold": args.onset_threshold, "frame_threshold": args.frame_threshold,
-             "min_note_frames": None if args.min_note_ms is None else args.min_note_ms / 1000 * SAMPLE_RATE / HOP}
+             "min_note_frames": None if args.min_note_ms is None else args.min_note_ms / 1000 * SAMPLE_RATE / HOP,
+             "gate_dbfs": args.gate_dbfs}  # fmt: skip
     params = dataclasses.replace(default_params(model), **{k: v for k, v in given.items() if v is not None})
     from tqdm import tqdm
 
-    for path, audio in tqdm(audios, desc="transcribing", unit="file", disable=len(audios) < 2):
-        result = transcribe_audio(model, audio, args.k, params, args.backend)
-        stem = out / path.stem
-        written = []
-        if "mid" in formats:
-            written.append(write_midi(result.notes, result.k, stem.with_suffix(".mid")))
-        if "csv" in formats:
-            written.append(write_csv(result.notes, stem.with_suffix(".csv")))
-        if "json" in formats:
-            written.append(write_json(result.notes, result.k, result.k_estimated, str(path), stem.with_suffix(".json")))
-        if "png" in formats:
-            written.append(write_png(result.notes, result.k, result.frame, stem.with_suffix(".png"), path.name))
-        how = "estimated" if result.k_estimated else "given"
-        print(f"{path}: {len(result.notes)} notes in {result.k} track{'s' if result.k != 1 else ''} (K {how}) -> {', '.join(map(str, written))}")
+    failed = []
+    for path, stem in zip(tqdm(args.audio, desc="transcribing", unit="file", disable=len(args.audio) < 2), stems):
+        try:
+            tqdm.write(_transcribe_one(model, Path(path), stem, args, params, formats))
+        except MixscribeError as exc:  # name the file, go on with the others
+            failed.append(path)
+            message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            if len(args.audio) == 1:
+                raise MixscribeError(message) from exc
+            tqdm.write(f"mixscribe: error: {message}", file=sys.stderr)  # on its own line, above the bar
+    if failed:
+        print(f"mixscribe: error: {len(failed)} of {len(args.audio)} files failed: {', '.join(failed)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _beside(stem, suffix: str):
+    """stem + suffix, keeping every dot of the input's name ("take.2" -> "take.2.mid", not "take.mid")."""
+    return stem.with_name(stem.name + suffix)
+
+
+def _transcribe_one(model, path, stem, args: argparse.Namespace, params, formats: list[str]) -> str:
+    """Transcribe one file and write its outputs; returns the line that reports it."""
+    from mixscribe.inference import load_audio, transcribe_audio
+    from mixscribe.outputs import write_csv, write_json, write_midi, write_png
+
+    result = transcribe_audio(model, load_audio(path), args.k, params, args.backend)
+    written = []
+    if "mid" in formats:
+        written.append(write_midi(result.notes, result.k, _beside(stem, ".mid")))
+    if "csv" in formats:
+        written.append(write_csv(result.notes, _beside(stem, ".csv")))
+    if "json" in formats:
+        written.append(write_json(result.notes, result.k, result.k_estimated, str(path), _beside(stem, ".json")))
+    if "png" in formats:
+        written.append(write_png(result.notes, result.k, result.frame, _beside(stem, ".png"), path.name))
+    how = "estimated" if result.k_estimated else "given"
+    line = (f"{path}: {len(result.notes)} notes in {result.k} track{'s' if result.k != 1 else ''} (K {how}) -> "
+            f"{', '.join(map(str, written))}")  # fmt: skip
+    if result.gated >= 0.5:
+        line += (f"\n{path}: warning: {result.gated:.0%} of the audio is below the {params.gate_dbfs:g} dBFS level "
+                 "gate, where nothing is a note (a quieter recording: lower --gate-dbfs)")  # fmt: skip
+    return line
 
 
 def _cmd_package_model(args: argparse.Namespace) -> int:
@@ -430,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onset-threshold", type=float, default=None, help="default: the model's (tuned on validation)")
     p.add_argument("--frame-threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--min-note-ms", type=float, default=None, help="minimum note length (default: the model's)")
+    p.add_argument("--gate-dbfs", type=float, default=None,
+                   help="audio quieter than this RMS level (dBFS) is never a note (default: -55)")
     p.add_argument("--format", default="mid", help="comma-separated: mid,csv,json,png (default: mid)")
     p.add_argument("--backend", default="auto",
                    help="auto (default): bf16 where the CPU multiplies it natively, else float32; or bf16, float32")

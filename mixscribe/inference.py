@@ -42,6 +42,7 @@ class Transcription:
     duration: float
     frame: np.ndarray = field(repr=False)  # [84, T]
     onset: np.ndarray = field(repr=False)
+    gated: float = 0.0  # share of frames below the level gate (DecodeParams.gate_dbfs)
 
 
 def load_audio(path: str | os.PathLike) -> np.ndarray:
@@ -58,6 +59,18 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     return prepare_audio(data.mean(axis=1), sr, str(path))
 
 
+def check_audio_file(path: str | os.PathLike) -> None:
+    """Refuse a missing or unreadable file without decoding it (a batch checks every input first)."""
+    import soundfile as sf
+
+    if not Path(path).is_file():
+        raise TranscribeError(f"{path}: no such file")
+    try:
+        sf.info(str(path))
+    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        raise TranscribeError(f"{path}: not a readable audio file") from exc
+
+
 def prepare_audio(audio: np.ndarray, sr: int, where: str = "audio") -> np.ndarray:
     from scipy.signal import resample_poly
 
@@ -72,10 +85,29 @@ def prepare_audio(audio: np.ndarray, sr: int, where: str = "audio") -> np.ndarra
         raise TranscribeError(f"{where}: too short ({audio.size / sr:.2f} s; at least {MIN_SECONDS} s)")
     if np.abs(audio).max() < 1e-6:
         raise TranscribeError(f"{where}: audio is silent")
+    audio = audio - audio.mean(dtype=np.float64).astype(np.float32)  # a DC offset is no sound
+    if np.abs(audio).max() < 1e-6:
+        raise TranscribeError(f"{where}: audio is silent (nothing but a constant offset)")
     if sr != SAMPLE_RATE:
         g = gcd(int(sr), SAMPLE_RATE)
         audio = resample_poly(audio, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
     return audio
+
+
+GATE_WINDOW = 2048  # samples (93 ms) over which a frame's level is measured
+
+
+def frame_levels_dbfs(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """Each frame's RMS level in dBFS (1.0 = full scale) over GATE_WINDOW samples centred on it, with the
+    window's own mean removed (a DC offset or slow drift is no sound). O(samples) by running sums."""
+    x = np.pad(audio.astype(np.float64), GATE_WINDOW // 2)
+    s1 = np.concatenate([[0.0], np.cumsum(x)])
+    s2 = np.concatenate([[0.0], np.cumsum(x * x)])
+    starts = np.arange(n_frames) * HOP + HOP // 2  # window [c - W/2, c + W/2) about the frame centre, in padded x
+    ends = starts + GATE_WINDOW
+    mean = (s1[ends] - s1[starts]) / GATE_WINDOW
+    var = np.maximum((s2[ends] - s2[starts]) / GATE_WINDOW - mean * mean, 0.0)
+    return 10 * np.log10(var + 1e-20)
 
 
 def _windows(n_frames: int, size: int | None = None) -> list[tuple[int, int]]:
@@ -308,11 +340,15 @@ def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: Dec
     params = params or default_params(model)
     runner = _Runner(model, audio, backend)
     frame, onset = runner.posteriorgrams()
+    quiet = frame_levels_dbfs(runner.audio, runner.n_frames) < params.gate_dbfs
+    frame[:, quiet] = 0  # below the gate nothing is a note, whatever the normalised posteriorgrams say
+    onset[:, quiet] = 0
     raw = create_notes(frame, onset, params)
     _check_k(k, len(raw), strict_k=True)
     u = runner.pooled_embeddings(raw, frame, params.pool_power) if k != 1 and raw else None
     notes, k_used = _tracks(raw, u, k, params, frame.shape[1])
-    return Transcription(notes, k_used, k is None, len(audio) / SAMPLE_RATE, frame, onset)
+    return Transcription(notes, k_used, k is None, len(audio) / SAMPLE_RATE, frame, onset,
+                         float(quiet.mean()) if quiet.size else 1.0)
 
 
 def transcribe(audio_or_path, sr: int | None = None, k: int | None = None, checkpoint: str | None = None,

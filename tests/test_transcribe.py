@@ -360,3 +360,79 @@ def test_onnxruntime_sessions_share_one_arena_that_a_release_run_hands_back(mode
     np.testing.assert_array_equal(kept, want)
     np.testing.assert_array_equal(released, want)
     assert held - after > 100, (held, after)  # ~16 channels x 252 bins x 3,000 frames per activation
+
+
+def test_two_inputs_that_would_share_an_output_name_are_refused_before_any_work(duet, tmp_path):
+    _, path = duet
+    audio, sr = sf.read(path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sf.write(tmp_path / "a" / "duet.wav", audio, sr)
+    sf.write(tmp_path / "b" / "duet.wav", audio, sr)
+    out = tmp_path / "out"
+    for inputs in ([path, tmp_path / "a" / "duet.wav"], [tmp_path / "a" / "duet.wav", tmp_path / "b" / "duet.wav"]):
+        r = run_cli("transcribe", *map(str, inputs), "-o", str(out), "--checkpoint", str(GOLDEN))
+        one_line_error(r, str(inputs[0]), str(inputs[1]), f"{out}/duet.*")
+    assert not out.exists()
+    dotted = run_cli("transcribe", str(tmp_path / "a" / "duet.wav"), "-o", str(out), "--checkpoint", str(GOLDEN))
+    assert dotted.returncode == 0, dotted.stderr
+    sf.write(tmp_path / "a" / "take.2.wav", audio, sr)  # every dot of a name is kept: take.2.mid, not take.mid
+    r = run_cli("transcribe", str(tmp_path / "a" / "take.2.wav"), "-o", str(out), "--checkpoint", str(GOLDEN))
+    assert r.returncode == 0 and sorted(p.name for p in out.iterdir()) == ["duet.mid", "take.2.mid"]
+
+
+def test_a_batch_names_the_file_that_failed_and_goes_on_with_the_others(duet, tmp_path):
+    _, path = duet
+    short = tmp_path / "short.wav"  # readable (checked before any work), refused once decoded
+    sf.write(short, np.random.default_rng(0).normal(size=2000).astype(np.float32) * 0.1, 22050)
+    out = tmp_path / "out"
+    r = run_cli("transcribe", str(short), str(path), "-k", "2", "-o", str(out), "--checkpoint", str(GOLDEN),
+                "--onset-threshold", "0.8", "--frame-threshold", "0.7")  # fmt: skip
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("mixscribe: error: ")]
+    assert errors[0].startswith(f"mixscribe: error: {short}: too short") and len(errors) == 2
+    assert errors[1] == f"mixscribe: error: 1 of 2 files failed: {short}"
+    assert f"{path}: " in r.stdout and "in 2 tracks (K given)" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["duet.mid"]
+
+
+@pytest.mark.parametrize("option, value, why", [
+    ("--onset-threshold", "5", "must be in (0, 1)"), ("--frame-threshold", "-1", "must be in (0, 1)"),
+    ("--onset-threshold", "nan", "must be in (0, 1)"), ("--frame-threshold", "1", "must be in (0, 1)"),
+    ("--min-note-ms", "-3", "must be >= 0"), ("--min-note-ms", "inf", "must be >= 0"),
+    ("--gate-dbfs", "6", "must be a level <= 0 dBFS")])  # fmt: skip
+def test_decoding_options_out_of_range_are_one_line_errors_before_any_work(duet, tmp_path, option, value, why):
+    _, path = duet
+    r = run_cli("transcribe", str(path), option, value, "-o", str(tmp_path / "out"), "--checkpoint", str(GOLDEN))
+    one_line_error(r, option, why)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_api_refuses_out_of_range_decoding_parameters():
+    from mixscribe.errors import MixscribeError
+
+    for bad in ({"onset_threshold": 5.0}, {"frame_threshold": float("nan")}, {"min_note_frames": -1.0}):
+        with pytest.raises(MixscribeError, match=f"decode.{next(iter(bad))}"):
+            DecodeParams(**bad)
+
+
+def test_noise_and_a_dc_offset_are_not_notes(model, tmp_path):
+    from mixscribe.inference import TranscribeError, frame_levels_dbfs, prepare_audio, transcribe_audio
+
+    rng = np.random.default_rng(0)
+    noise = (rng.normal(size=22050 * 4) * 10 ** (-60 / 20)).astype(np.float32)  # RMS -60 dBFS
+    levels = frame_levels_dbfs(noise, len(noise) // 256)
+    assert abs(np.median(levels) + 60) < 0.5  # the gate measures the RMS level
+    result = transcribe_audio(model, prepare_audio(noise, 22050), None, GOLDEN_PARAMS, "float32")
+    assert result.notes == [] and result.gated == 1.0
+    loud = transcribe_audio(model, prepare_audio(noise * 1000, 22050), None, GOLDEN_PARAMS, "float32")
+    assert loud.gated == 0.0  # the same noise at 0 dBFS passes the gate (whatever the model makes of it)
+    with pytest.raises(TranscribeError, match="nothing but a constant offset"):
+        prepare_audio(np.full(22050 * 2, 0.3, np.float32), 22050)
+    dc_noise = prepare_audio(noise + 0.3, 22050)  # noise riding on an offset: the offset is removed
+    assert transcribe_audio(model, dc_noise, None, GOLDEN_PARAMS, "float32").notes == []
+    path = tmp_path / "hiss.wav"
+    sf.write(path, noise, 22050)
+    r = run_cli("transcribe", str(path), "-o", str(tmp_path), "--checkpoint", str(GOLDEN))
+    assert r.returncode == 0 and f"{path}: 0 notes in 1 track" in r.stdout
+    assert "100% of the audio is below the -55 dBFS level gate" in r.stdout

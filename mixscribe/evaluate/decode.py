@@ -27,6 +27,23 @@ class DecodeParams:
     k_sharpness: float = 10.0  # eigengap K estimate's affinity exp(s (cos - 1)); tuned on validation
     max_k: int = 8  # the K estimate's upper bound
     k_model: KModel | None = None  # the K classifier fitted on validation (kestimate.py); None: eigengap
+    # Transcription only: frames whose audio (DC removed) stays below this RMS level are never notes, so
+    # noise and hum cannot become notes once the posteriorgrams are normalised to their maximum.
+    gate_dbfs: float = -55.0
+
+    def __post_init__(self) -> None:
+        from mixscribe.errors import ConfigError
+
+        for name in ("onset_threshold", "frame_threshold"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and 0 < value < 1):
+                raise ConfigError(f"decode.{name}: must be in (0, 1), got {value}")
+        for name in ("min_note_frames", "energy_tolerance"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ConfigError(f"decode.{name}: must be >= 0, got {value}")
+        if not (np.isfinite(self.gate_dbfs) and self.gate_dbfs <= 0):
+            raise ConfigError(f"decode.gate_dbfs: must be a level <= 0 dBFS, got {self.gate_dbfs}")
 
 
 @dataclass(frozen=True)
