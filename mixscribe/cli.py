@@ -221,7 +221,13 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from mixscribe.train.trainer import CHECKPOINT_FILE, load_train_config, read_worker_nodes, run_training
 
+    from mixscribe.synth.pipeline import read_manifest
+    from mixscribe.train.data import require_split
+
     cfg = load_train_config(args.config, workers=args.workers)
+    _, root, manifest = read_manifest(args.data)  # a missing or empty shard set: before any run or folder exists
+    for split in ("train", "valid"):
+        require_split(root, manifest, split)
     run = None if args.no_mlflow else _open_train_run(args, cfg)
     mlflow_target = {"tracking_uri": run[0], "run_id": run[2]} if run else None
     try:
@@ -390,8 +396,14 @@ def _add_mlflow_args(p: argparse.ArgumentParser, no_mlflow_help: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixscribe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="show Ray's, Ray Train's and MLflow's logs live (they always go to the log file)")
 
-    p = sub.add_parser("synth", help="render random multi-stem clips into Parquet shards (Ray Data)")
+    def command(name: str, **kw) -> argparse.ArgumentParser:  # every command takes --verbose
+        return sub.add_parser(name, parents=[common], **kw)
+
+    p = command("synth", help="render random multi-stem clips into Parquet shards (Ray Data)")
     p.add_argument("--config", default="demo", help="preset name or YAML file (default: demo)")
     p.add_argument("--out", required=True, help="output folder or URI (s3://, gs://)")
     p.add_argument("--clips", type=int, required=True, help="number of clips")
@@ -400,13 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace shards of another config in --out")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("inspect", help="summarise a shard set; export one clip as WAV/MIDI/PNG")
+    p = command("inspect", help="summarise a shard set; export one clip as WAV/MIDI/PNG")
     p.add_argument("shards")
     p.add_argument("--clip", help="clip id to export ('first' for the first clip)")
     p.add_argument("--out", default="inspect", help="folder for the exported clip (default: ./inspect)")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("train", help="train the model with Ray Train (re-run the same name to resume)")
+    p = command("train", help="train the model with Ray Train (re-run the same name to resume)")
     p.add_argument("--config", default="demo", help="preset name or YAML file with train: and model: sections")
     p.add_argument("--data", required=True, help="shard set written by mixscribe synth")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the config's)")
@@ -415,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mlflow_args(p, "do not log to MLflow")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("pipeline", help="the main job: synth -> train -> evaluate as one MLflow run (re-run to resume)")
+    p = command("pipeline", help="the main job: synth -> train -> evaluate as one MLflow run (re-run to resume)")
     p.add_argument("--config", default="demo", help="preset name or YAML file (default: demo)")
     p.add_argument("--workdir", default="out", help="outputs under WORKDIR/NAME; MLflow in WORKDIR/mlflow.db "
                    "unless MLFLOW_TRACKING_URI is set (default: out)")  # fmt: skip
@@ -424,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=None, help="clips to synthesise (default: the config's)")
     p.set_defaults(func=_cmd_pipeline)
 
-    p = sub.add_parser("evaluate", help="score a checkpoint on held-out sets of a shard set; log to MLflow")
+    p = command("evaluate", help="score a checkpoint on held-out sets of a shard set; log to MLflow")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="shard set whose splits are the evaluation sets")
     p.add_argument("--sets", nargs="+", default=None, help="split names (default: the config's)")
@@ -439,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mlflow_args(p, "write the report only")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("baseline", help="Spotify's Basic Pitch on the same sets (in its own venv), same metrics")
+    p = command("baseline", help="Spotify's Basic Pitch on the same sets (in its own venv), same metrics")
     p.add_argument("--data", required=True, help="shard set whose splits are the evaluation sets")
     p.add_argument("--sets", nargs="+", required=True, help="split names, e.g. valid unseen-family chorales")
     p.add_argument("--max-clips", type=int, default=None, help="at most this many clips per set")
@@ -447,13 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mlflow_args(p, "write the report only")
     p.set_defaults(func=_cmd_baseline)
 
-    p = sub.add_parser("study", help="a SoundFont-generalisation study: one pipeline per held-out family, a matrix")
+    p = command("study", help="a SoundFont-generalisation study: one pipeline per held-out family, a matrix")
     p.add_argument("config", help="YAML with a study: section (e.g. mixscribe/presets/study-loo.yaml)")
     p.add_argument("--workdir", default="out", help="outputs and MLflow store under WORKDIR/STUDY (default: out)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the base config's)")
     p.set_defaults(func=_cmd_study)
 
-    p = sub.add_parser("chorales", help="build the Bach chorale evaluation set (BACH10 instruments, held-out SoundFonts)")
+    p = command("chorales", help="build the Bach chorale evaluation set (BACH10 instruments, held-out SoundFonts)")
     p.add_argument("--out", required=True, help="output folder or URI for the shard set")
     p.add_argument("--chorales", type=int, default=10, help="number of chorales (default: 10)")
     p.add_argument("--family", default="tim", help="SoundFont family to render with (default: tim, held out by the presets)")
@@ -461,14 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_chorales)
 
-    p = sub.add_parser("compare", help="metrics of MLflow runs side by side (run ids or experiment names)")
+    p = command("compare", help="metrics of MLflow runs side by side (run ids or experiment names)")
     p.add_argument("refs", nargs="+", help="run ids and/or experiment names")
     p.add_argument("--metric", action="append", help="metric name pattern, e.g. 'eval/unseen-*/all/note_f1' (repeatable)")
     p.add_argument("--out", help="also write OUT.md and OUT.csv")
     p.add_argument("--workdir", default="out", help="MLflow store folder when MLFLOW_TRACKING_URI is unset")
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("submit", help="run a stage as a Ray job on a cluster and follow its logs",
+    p = command("submit", help="run a stage as a Ray job on a cluster and follow its logs",
                        description="Options go before STAGE; everything after STAGE is the stage's own arguments, "
                                    "e.g. mixscribe submit --address http://head:8265 synth --config full "
                                    "--out s3://bucket/shards --clips 100000")  # fmt: skip
@@ -486,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's arguments")
     p.set_defaults(func=_cmd_submit)
 
-    p = sub.add_parser("transcribe", help="audio files -> one MIDI file each, one track per timbre")
+    p = command("transcribe", help="audio files -> one MIDI file each, one track per timbre")
     p.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate; mono or stereo)")
     p.add_argument("-k", type=int, default=None, help="number of timbres (default: estimated)")
     p.add_argument("-o", "--output-dir", default=".", help="output folder (default: .)")
@@ -501,19 +513,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): bf16 where the CPU multiplies it natively, else float32; or bf16, float32")
     p.set_defaults(func=_cmd_transcribe)
 
-    p = sub.add_parser("export-onnx", help="export a checkpoint as an ONNX graph (audio -> frame, onset, embedding)")
+    p = command("export-onnx", help="export a checkpoint as an ONNX graph (audio -> frame, onset, embedding)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("-o", "--output", default="mixscribe.onnx")
     p.add_argument("--external-sigma", action="store_true", help="take EnergyNorm's sigma as a second input")
     p.set_defaults(func=_cmd_export_onnx)
 
-    p = sub.add_parser("package-model", help="a checkpoint + the thresholds its evaluation tuned -> a shippable model")
+    p = command("package-model", help="a checkpoint + the thresholds its evaluation tuned -> a shippable model")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--report", required=True, help="evaluation report folder (its metrics.json holds the thresholds)")
     p.add_argument("-o", "--output", required=True, help="model file (.pt); its ONNX graph is written beside it")
     p.set_defaults(func=_cmd_package_model)
 
-    p = sub.add_parser("soundfonts", help="install, list, verify the catalog; measure sample overlap")
+    p = command("soundfonts", help="install, list, verify the catalog; measure sample overlap")
     p.add_argument("action", choices=["install", "list", "verify", "overlap"])
     p.add_argument("--soundfont", action="append", help="catalog id (repeatable; default: all)")
     p.add_argument("--out", help="list: write the preset table (TSV) here")
@@ -523,14 +535,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_dir(args: argparse.Namespace):
+    """Where a command that runs Ray or MLflow keeps its log file: beside its outputs (a local folder)."""
+    from pathlib import Path
+
+    command = args.command
+    if command == "pipeline":
+        return Path(args.workdir) / (args.name or Path(args.config).stem) / "logs"
+    if command in ("train", "evaluate", "baseline", "study"):
+        return Path(args.workdir) / "logs"
+    if command in ("synth", "chorales"):
+        return Path(args.out) / "logs" if "://" not in args.out else Path("mixscribe-logs")
+    return None  # the others run no Ray: warnings stay on the console
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from mixscribe.console import Console
     from mixscribe.errors import MixscribeError
-    from mixscribe.raycluster import prepare_local_environment
+    from mixscribe.raycluster import VERBOSE_ENV, prepare_local_environment
 
     if args.command != "submit":  # a job server's client keeps the user's own Ray settings
         prepare_local_environment()  # before any stage imports Ray: Ray reads these settings once, on import
-
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE_ENV] = "1"
+    console = Console(_log_dir(args), args.command, verbose=getattr(args, "verbose", False))
     try:
         return args.func(args)
     except MixscribeError as exc:
@@ -539,6 +568,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mixscribe: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        return _report_ray_error(exc, console)
+    finally:
+        where = console.close()
+        if where:
+            print(where)  # stdout: stderr holds nothing but an error's one line
+
+
+def _report_ray_error(exc: Exception, console) -> int:
+    """An error that came out of a Ray task, actor or training worker: the original error on one line
+    (its traceback goes to the log file); anything else is a bug and keeps its traceback."""
+    import logging
+
+    from mixscribe.errors import MixscribeError
+    from mixscribe.raycluster import innermost_error, unwrap_ray_error
+
+    original = unwrap_ray_error(exc)
+    if isinstance(original, MixscribeError):
+        print(f"mixscribe: error: {original}", file=sys.stderr)
+        return 2
+    inner = innermost_error(exc)
+    if inner is None:
+        raise exc
+    logging.getLogger("mixscribe").error("failed inside Ray", exc_info=exc)
+    text = " ".join(str(inner).split()) or "(no message)"
+    print(f"mixscribe: error: {type(inner).__name__} inside a Ray task: {text[:400]}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

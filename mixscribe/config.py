@@ -157,6 +157,7 @@ class ProceduralConfig:
         _check(0 <= self.unseen_instruments <= 100_000, "synth.procedural.unseen_instruments",
                "must be in [0, 100000]")  # fmt: skip
         _check(0 <= self.share <= 1, "synth.procedural.share", "must be in [0, 1]")
+        _check(0 <= self.seed < 2**63, "synth.procedural.seed", "must be in [0, 2^63)")
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ class SynthConfig:
         _check(self.workers >= 0, "synth.workers", "must be >= 0")
         _check(0 < self.actor_cpus <= 16, "synth.actor_cpus", "must be in (0, 16]")
         _check(self.max_draw_attempts >= 1, "synth.max_draw_attempts", "must be >= 1")
+        _check(0 <= self.seed < 2**63, "synth.seed", "must be in [0, 2^63) (numpy seeds are non-negative)")
 
 
 @dataclass(frozen=True)

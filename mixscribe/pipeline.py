@@ -38,6 +38,11 @@ class PipelineConfig:
     # Continued training: a checkpoint the first training stage starts from ("default": the shipped
     # model), so a study can measure a change on top of a trained model at the cost of a few epochs.
     init_checkpoint: str = ""
+    # A reference model ("default": the shipped one) scored beside this pipeline's model on compare_sets
+    # and the chorales, decoded by the same rule (thresholds tuned on valid): a table on the console and
+    # in MLflow. "": none.
+    compare_with: str = ""
+    compare_sets: tuple[str, ...] = ("unseen-family",)
 
     def validate(self) -> None:
         from mixscribe.train.steps import STAGES
@@ -50,9 +55,11 @@ class PipelineConfig:
             _check(stage in self.train_stages, f"pipeline.stage_train.{stage}", "not one of pipeline.train_stages")
             _check(isinstance(fields, dict), f"pipeline.stage_train.{stage}", "expected a mapping of train fields")
             _check("stage" not in fields, f"pipeline.stage_train.{stage}.stage", "the stage is set by its key")
-        if self.init_checkpoint:
-            _check(Path(resolve_init_checkpoint(self.init_checkpoint)).is_file(), "pipeline.init_checkpoint",
-                   f"no such checkpoint file {self.init_checkpoint!r}")  # fmt: skip
+        for name in ("init_checkpoint", "compare_with"):
+            spec = getattr(self, name)
+            _check(not spec or Path(resolve_init_checkpoint(spec)).is_file(), f"pipeline.{name}",
+                   f"no such checkpoint file {spec!r}")  # fmt: skip
+        _check(bool(self.compare_sets) or not self.compare_with, "pipeline.compare_sets", "needs at least one set")
 
 
 def resolve_init_checkpoint(spec: str) -> str:
@@ -171,6 +178,8 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
         for stage in plan.pipeline.train_stages:
             checkpoint = _train_stage(stages, plan, root, shards, stage, checkpoint, log)
         metrics = _evaluate_stage(stages, plan, root, shards, checkpoint, log)
+        if plan.pipeline.compare_with:
+            _compare_stage(stages, plan, root, shards, checkpoint, log)
     except BaseException:
         tracking.finish(stages.mlf, pid, ok=False)
         raise
@@ -198,7 +207,8 @@ def _init_checkpoint(stages: _Stages, plan: Plan, root: Path, log) -> str | None
     return str(target)
 
 
-def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str, tuned, rid: str, log) -> dict:
+def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str, tuned, rid: str, log,
+                       report: str = "report-chorales") -> dict:  # fmt: skip
     """The chorale set (built once under the pipeline's folder) scored with the thresholds the synthetic
     valid set chose: nothing about the chorales tunes anything."""
 
@@ -214,11 +224,11 @@ def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str,
         build_chorale_set(cfg, str(data), log=lambda m: log(f"    {m}"))
     fixed = dataclasses.replace(tuned, sets=("chorales",), tune_on="", max_clips_per_set=0)
     result = evaluate_checkpoint(checkpoint, str(data), fixed)
-    paths = write_report(result, str(root / "report-chorales"))
+    paths = write_report(result, str(root / report))
     summary = result.summary()
     tracking.log_metrics(stages.mlf, rid, summary)
     tracking.log_shards_input(rid, stages.uri, str(data), "evaluation-chorales", read_manifest(str(data))[2])
-    tracking.log_artifacts(stages.mlf, rid, paths, "report-chorales")
+    tracking.log_artifacts(stages.mlf, rid, paths, report)
     log("    " + result.markdown().replace("\n", "\n    ").rstrip())
     return summary
 
@@ -313,3 +323,59 @@ def _evaluate_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkp
 
     _run_stage(stages, "evaluate", log, body)
     return summary
+
+
+COMPARE_METRICS = (("note_f1", "note F"), ("sep_note_f1", "separated note F"))
+
+
+def _compare_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkpoint: str, log) -> str:
+    """The reference model on the same held-out sets as this pipeline's model, its thresholds tuned on
+    the same valid split by the same search; the evaluate stage's figures stand for this pipeline's model.
+    One table: on the console, as comparison.md, and as metrics on the pipeline's run."""
+    from mixscribe import tracking
+    from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
+    from mixscribe.fsio import atomic_local_write
+
+    reference = resolve_init_checkpoint(plan.pipeline.compare_with)
+    sets = [*plan.pipeline.compare_sets, *(["chorales"] if plan.pipeline.chorales else [])]
+
+    def body(rid: str) -> str:
+        ours = stages.mlf.get_run(stages.parent.info.run_id).data.metrics  # the evaluate stage's summary
+        cfg = dataclasses.replace(plan.evaluate, sets=tuple(plan.pipeline.compare_sets))
+        result = evaluate_checkpoint(reference, shards, cfg)
+        theirs = result.summary()
+        write_report(result, str(root / "report-reference"))
+        if plan.pipeline.chorales:
+            theirs.update(_evaluate_chorales(stages, plan, root, reference, result.config, rid, lambda m: None,
+                                             report="report-reference-chorales"))  # fmt: skip
+        label = plan.pipeline.compare_with if plan.pipeline.compare_with != "default" else "shipped default model"
+        rows = {f"this pipeline's model ({Path(checkpoint).name})": ours, label: theirs}
+        table = comparison_table(rows, sets)
+        metrics = {f"compare/{tag}/{key}": value for tag, m in zip(("pipeline", "reference"), rows.values())
+                   for key, value in m.items() if key.startswith("eval/") and key.split("/")[1] in sets}  # fmt: skip
+        tracking.log_metrics(stages.mlf, stages.parent.info.run_id, metrics)
+        path = root / "comparison.md"
+        atomic_local_write(path, lambda tmp: tmp.write_text(table))
+        tracking.log_artifacts(stages.mlf, stages.parent.info.run_id, [path], "comparison")
+        log("    " + table.replace("\n", "\n    ").rstrip())
+        return str(path)
+
+    return _run_stage(stages, "compare", log, body)
+
+
+def comparison_table(rows: dict[str, dict], sets: list[str]) -> str:
+    """Markdown: one row per model, note F and separated note F (all mixtures, K given) per set."""
+    head = "| model | " + " | ".join(f"{name} {label}" for name in sets for _, label in COMPARE_METRICS) + " |"
+    lines = ["Held-out sets, % (thresholds of each model tuned on the same valid split):", "", head,
+             "|---|" + "---|" * (len(sets) * len(COMPARE_METRICS))]  # fmt: skip
+    for model, m in rows.items():
+        cells = []
+        for name in sets:
+            clips = m.get(f"eval/{name}/all/clips")
+            for metric, _ in COMPARE_METRICS:
+                value = m.get(f"eval/{name}/all/{metric}")
+                cells.append("n/a" if value is None else f"{100 * value:.1f}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    counts = ", ".join(f"{name}: {int(m)} clips" for name in sets
+                       if (m := next(iter(rows.values())).get(f"eval/{name}/all/clips")) is not None)  # fmt: skip
+    return "\n".join(lines) + (f"\n\n({counts})" if counts else "") + "\n"

@@ -60,13 +60,16 @@ def init_ray(num_cpus: int | None = None) -> None:
     ray = import_ray()
     if ray.is_initialized():
         return
+    from mixscribe.console import route_library_logs
+
+    route_library_logs()  # Ray's driver-side loggers into the command's log file, also while it starts
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if in_ray_job():
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=True)  # a job's log is what `ray job logs` shows: keep the workers' output there
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"py_modules": [PACKAGE_DIR]}, log_to_driver=True)
+        ray.init(address=address, runtime_env={"py_modules": [PACKAGE_DIR]}, log_to_driver=verbose_logs())
         return
     _single_machine_ray()
     _require_token_auth()
@@ -77,15 +80,32 @@ def init_ray(num_cpus: int | None = None) -> None:
         include_dashboard=False,
         _temp_dir=temp_dir,
         runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(PACKAGE_DIR)}},
-        log_to_driver=True,
+        log_to_driver=verbose_logs(),  # workers' output stays in the session's log folder unless --verbose
         configure_logging=True,
-        logging_level="WARNING",
+        logging_level="INFO",
     )
+    global _LOCAL_TEMP_DIR
+    _LOCAL_TEMP_DIR = temp_dir
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:
         ray.shutdown()
         raise MixscribeError(f"local Ray took the network address {node_ip}, not {LOOPBACK}: refusing to run a "
                              "cluster that other machines can reach")  # fmt: skip
+
+
+_LOCAL_TEMP_DIR: str | None = None  # where this process's local Ray session lives, once started
+
+
+def local_session_logs() -> str | None:
+    """The log folder of the local Ray session this process started (worker output, Ray's own logs)."""
+    if _LOCAL_TEMP_DIR is None:
+        return None
+    try:
+        import ray
+
+        return os.path.join(_LOCAL_TEMP_DIR, ray.get_runtime_context().get_session_name(), "logs")
+    except Exception:  # Ray already shut down: the latest session is this one's unless another run started since
+        return os.path.join(_LOCAL_TEMP_DIR, "session_latest", "logs")
 
 
 def _require_token_auth() -> None:
@@ -106,6 +126,14 @@ def _single_machine_ray() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+VERBOSE_ENV = "MIXSCRIBE_VERBOSE"
+
+
+def verbose_logs() -> bool:
+    """`--verbose`: Ray's worker output and the libraries' logs shown live (also in a Ray job's driver)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
 def in_ray_job() -> bool:
     """True in the driver of a submitted Ray job (the job supervisor sets this variable)."""
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
@@ -124,16 +152,40 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def _causes(exc: BaseException):
+    """exc and what it wraps, outermost first: Ray's task and actor errors (.cause), Ray Train's worker
+    and controller failures, chained exceptions."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [getattr(e, "cause", None), *getattr(e, "worker_failures", {}).values(),
+                 getattr(e, "controller_failure", None), e.__cause__, e.__context__]  # fmt: skip
+
+
+def _from_ray(e: BaseException) -> bool:
+    """A Ray wrapper: RayTaskError subclasses carry the original's type too, and its traceback in str()."""
+    return any(c.__module__.split(".")[0] == "ray" for c in type(e).__mro__ if c not in (BaseException, Exception))
+
+
 def unwrap_ray_error(exc: BaseException) -> BaseException:
-    """A MixscribeError raised inside a Ray task comes back wrapped; return the original."""
+    """The MixscribeError raised inside a Ray task, actor or training worker, however many layers of Ray
+    wrap it; exc itself when there is none."""
     from mixscribe.errors import MixscribeError
 
-    seen = exc
-    for _ in range(8):
-        if isinstance(seen, MixscribeError):
-            return seen
-        cause = getattr(seen, "cause", None) or seen.__cause__
-        if cause is None:
-            break
-        seen = cause
+    for e in _causes(exc):
+        if isinstance(e, MixscribeError) and not _from_ray(e):
+            return e
     return exc
+
+
+def innermost_error(exc: BaseException) -> BaseException | None:
+    """For an error that came out of Ray: the first exception in its chain that Ray did not make (what the
+    task raised); None when exc did not come out of Ray."""
+    if not any(_from_ray(e) for e in _causes(exc)):
+        return None
+    inner = [e for e in _causes(exc) if not _from_ray(e)]
+    return inner[0] if inner else exc

@@ -79,3 +79,33 @@ def test_inspect_of_something_that_is_not_a_shard_set(tmp_path):
     (tmp_path / "manifest.json").write_text('{"schema_version": 7}')
     r = run_cli("inspect", str(tmp_path))
     assert_one_line_error(r, "schema version 7")
+
+
+def test_a_negative_seed_is_refused_before_ray_starts(tmp_path):
+    r = run_cli("synth", "--config", "tiny", "--out", str(tmp_path / "s"), "--clips", "4", "--seed", "-5")
+    assert_one_line_error(r, "synth.seed", "must be in [0, 2^63)")
+    assert r.returncode == 2 and "Ray" not in r.stdout
+
+
+def test_a_soundfont_fluidsynth_cannot_load_is_one_line_from_inside_ray(tmp_path, fake_catalog):
+    """The checksum matches (a custom catalog lists the broken file as it is): the error can only happen
+    when FluidSynth loads it, inside a Ray task, and comes back as the task's own one-line message."""
+    import hashlib
+
+    good = catalog.get_entry("timgm6mb")
+    broken = tmp_path / "Broken.sf2"
+    broken.write_bytes(open(good.path, "rb").read(300_000))  # truncated: RIFF sizes disagree
+    entry = {**good.__dict__, "path": str(broken), "sha256": hashlib.sha256(broken.read_bytes()).hexdigest()}
+    r = run_cli("synth", "--config", write_cfg(tmp_path, "synth:\n  soundfonts: [timgm6mb]\n"), "--out",
+                str(tmp_path / "out"), "--clips", "2", env=fake_catalog([entry]))  # fmt: skip
+    assert_one_line_error(r, str(broken), "FluidSynth cannot load this SoundFont")
+    assert r.returncode == 2 and "\x1b[" not in r.stderr
+
+
+def test_train_on_a_missing_or_empty_shard_set_leaves_no_run_and_no_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data in (empty, tmp_path / "absent"):
+        r = run_cli("train", "--data", str(data), "--workdir", str(tmp_path / "work"), env={"MLFLOW_TRACKING_URI": ""})
+        assert_one_line_error(r, f"{data}/manifest.json", "no manifest")
+    assert not (tmp_path / "work").exists()  # no MLflow store, no run left RUNNING, no empty folder

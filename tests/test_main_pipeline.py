@@ -155,8 +155,9 @@ def test_pipeline_continues_a_trained_checkpoint(finished, tmp_path):
     cfg = tmp_path / "continue.yaml"
     cfg.write_text(yaml.safe_dump({**load_preset("tiny"),
                                    "pipeline": {"experiment": "mixscribe-tiny", "num_clips": 16, "train_stages": ["encoder"],
-                                                "init_checkpoint": str(init)},
-                                   "evaluate": {"sets": ["valid"], "k_mode": "given"}}))  # fmt: skip
+                                                "init_checkpoint": str(init), "compare_with": str(init),
+                                                "compare_sets": ["unseen-soundfont"]},
+                                   "evaluate": {"sets": ["valid", "unseen-soundfont"], "k_mode": "given"}}))  # fmt: skip
     r = run_cli("pipeline", "--config", str(cfg), "--workdir", str(tmp_path), "--name", "c1",
                 env={"MLFLOW_TRACKING_URI": ""}, timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -170,6 +171,14 @@ def test_pipeline_continues_a_trained_checkpoint(finished, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in enc)
     parent = [x for x in runs_of(mlflow_client(tmp_path), "c1") if x.data.tags["mixscribe.stage"] == "pipeline"][0]
     assert parent.data.tags["mixscribe.init_checkpoint_sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
+    # pipeline.compare_with: the reference scored on the same held-out set, one table on the console and in MLflow
+    m = parent.data.metrics
+    ours, theirs = m["compare/pipeline/eval/unseen-soundfont/all/sep_note_f1"], m["compare/reference/eval/unseen-soundfont/all/sep_note_f1"]
+    assert ours == m["eval/unseen-soundfont/all/sep_note_f1"]  # this pipeline's row is its evaluate stage's figure
+    table = (tmp_path / "c1" / "comparison.md").read_text()
+    assert f"| this pipeline's model (encoder.pt) | {100 * m['eval/unseen-soundfont/all/note_f1']:.1f} | {100 * ours:.1f} |" in table
+    assert f"| {init} | {100 * m['compare/reference/eval/unseen-soundfont/all/note_f1']:.1f} | {100 * theirs:.1f} |" in table
+    assert table.splitlines()[2] in r.stdout  # printed too
 
 
 def test_missing_init_checkpoint_is_a_named_config_error(tmp_path):

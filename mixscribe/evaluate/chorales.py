@@ -32,6 +32,13 @@ class ChoraleConfig:
     velocity: tuple[int, int] = (64, 100)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from mixscribe.config import _check
+
+        _check(self.chorales >= 1, "chorales.chorales", "must be >= 1")
+        _check(self.max_seconds >= 0, "chorales.max_seconds", "must be >= 0")
+        _check(0 <= self.seed < 2**63, "chorales.seed", "must be in [0, 2^63)")
+
 
 @dataclass(frozen=True)
 class PartNote:

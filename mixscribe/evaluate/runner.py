@@ -237,14 +237,12 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     """Every clip of every requested set, scored in parallel Ray tasks; errors come before any work.
     The tuning set (cfg.tune_on) is read from tune_shards when given (e.g. the training shard set's
     `valid` split when scoring chorales), else from shards."""
-    from mixscribe.raycluster import import_ray
+    from mixscribe.config import to_dict
+    from mixscribe.inference import resolve_backend
+    from mixscribe.model import load_model
+    from mixscribe.raycluster import import_ray, init_ray, unwrap_ray_error
 
     ray = import_ray()
-
-    from mixscribe.config import to_dict
-    from mixscribe.model import load_model
-    from mixscribe.inference import resolve_backend
-    from mixscribe.raycluster import init_ray, unwrap_ray_error
 
     cfg.validate()
     cfg = dataclasses.replace(cfg, backend=resolve_backend(cfg.backend))  # the report names what ran: bf16, not auto
@@ -348,10 +346,29 @@ def _map_chunks(fn, ref, tables: list, cfg: EvalConfig, *args) -> list:
     """fn(checkpoint, chunk, *args) as one Ray task per cfg.clips_per_task clips of each table; results
     in table and clip order."""
     import ray
+    from tqdm import tqdm
 
     task = ray.remote(num_cpus=cfg.task_cpus)(fn)
-    return ray.get([task.remote(ref, t.slice(i, cfg.clips_per_task), *args)
-                    for t in tables for i in range(0, t.num_rows, cfg.clips_per_task)])  # fmt: skip
+    sizes, refs = {}, []
+    for t in tables:
+        for i in range(0, t.num_rows, cfg.clips_per_task):
+            chunk = t.slice(i, cfg.clips_per_task)
+            refs.append(task.remote(ref, chunk, *args))
+            sizes[refs[-1]] = chunk.num_rows
+    desc = {"_score_clips": "scoring"}.get(fn.__name__, "tuning")
+    pending = list(refs)
+    with tqdm(total=sum(sizes.values()), unit="clip", desc=desc, mininterval=_bar_interval()) as bar:
+        while pending:  # the bar moves as chunks finish; results stay in table and clip order
+            done, pending = ray.wait(pending, num_returns=1)
+            bar.update(sizes[done[0]])
+    return ray.get(refs)
+
+
+def _bar_interval() -> float:
+    """A terminal gets a lively bar; a log file a line every 15 s."""
+    import sys
+
+    return 1.0 if sys.stderr.isatty() else 15.0
 
 
 def write_report(result: EvalResult, out_dir: str) -> list[str]:

@@ -67,6 +67,7 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.epochs >= 1 and cfg.steps_per_epoch >= 1, "train.epochs", "epochs and steps_per_epoch must be >= 1")
     _check(cfg.batch_size >= 1 and cfg.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
     _check(cfg.lr > 0, "train.lr", "must be > 0")
+    _check(0 <= cfg.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
     _check(cfg.crop_frames >= 16, "train.crop_frames", "must be >= 16")
     _check(cfg.mixes_per_clip >= 1 and cfg.remix_pool_clips >= 1, "train.mixes_per_clip",
            "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
@@ -185,6 +186,7 @@ def _loop(config: dict) -> None:
     valid_batch = collate([valid_set.example(0, i) for i in range(cfg.valid_examples)]).to(device)
     batches = _batches(ray.train.get_dataset_shard("train"), cfg)
     tracker = _RankZeroTracker(config.get("mlflow"), rank)
+    progress = config.get("progress")
     nodes = _worker_nodes(ctx.get_world_size())
     for epoch in range(start_epoch, cfg.epochs):
         set_stage(model, cfg.stage)
@@ -192,19 +194,24 @@ def _loop(config: dict) -> None:
         wait = 0.0
         augmented = torch.zeros(len(AUG_KEYS))
         t_epoch = time.perf_counter()
-        for _ in range(cfg.steps_per_epoch):
+        for step in range(cfg.steps_per_epoch):
             t0 = time.perf_counter()
             batch, aug_counts = next(batches)
             batch = batch.to(device)
             augmented += aug_counts
             wait += time.perf_counter() - t0
-            for k, v in train_step(model, batch, optimizer, cfg.stage, forward=ddp).items():
+            parts = train_step(model, batch, optimizer, cfg.stage, forward=ddp)
+            for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.steps_per_epoch
+            if rank == 0:
+                _put_progress(progress, ("step", epoch, step, parts["loss"]))
         elapsed = time.perf_counter() - t_epoch
         model.eval()
         with torch.no_grad():
             val = {f"val/{k}": float(v) for k, v in losses(model, valid_batch, cfg.stage).items()}
         step_scheduler(scheduler, val["val/loss"])
+        if rank == 0:
+            _put_progress(progress, ("epoch", epoch, cfg.steps_per_epoch - 1, val["val/loss"]))
         metrics = {**{f"train/{k}": v for k, v in totals.items()}, **val, "epoch": epoch,
                    "train/lr": optimizer.param_groups[0]["lr"], "train/data_wait_frac": wait / elapsed,
                    "train/examples_per_s": cfg.steps_per_epoch * cfg.batch_size / elapsed,
@@ -291,6 +298,19 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
         fn_kwargs={"split": "train", "remix": remix, "mixes_per_clip": cfg.mixes_per_clip})  # fmt: skip
 
 
+def ingest_config():
+    """Ray Train's dataset options, set here rather than by its defaults, which still pass Ray Data's
+    deprecated `exclude_resources` (removed after January 2027): the driver's resource limits and
+    order, no per-operator progress bars."""
+    from ray.data import DataContext, ExecutionOptions
+    from ray.train import DataConfig
+
+    current = DataContext.get_current().execution_options
+    return DataConfig(execution_options=ExecutionOptions(resource_limits=current.resource_limits,
+                                                         preserve_order=current.preserve_order,
+                                                         verbose_progress=False))  # fmt: skip
+
+
 def wants_gpu(cfg: TrainConfig) -> bool:
     """The config's choice, or (None) whether the cluster has a GPU for every worker: the same command
     trains on CPUs on a laptop and on GPUs where there are some."""
@@ -318,10 +338,13 @@ def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: d
     fs, paths, manifest = verify_shards(data, ("train", "valid"))  # clear errors before any worker starts
     init_ray()
     dataset = build_train_dataset(cfg, fs, paths["train"], int(manifest["rows_per_split"]["train"]))
+    progress = TrainingProgress(cfg, name)
     trainer = TorchTrainer(
         _loop,
-        train_loop_config={"train": to_dict(cfg), "data": absolute(data), "mlflow": mlflow},
+        train_loop_config={"train": to_dict(cfg), "data": absolute(data), "mlflow": mlflow,
+                           "progress": progress.queue},  # fmt: skip
         datasets={"train": dataset},
+        dataset_config=ingest_config(),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=wants_gpu(cfg),
                                      resources_per_worker={"CPU": cfg.cpus_per_worker},
                                      placement_strategy=cfg.placement_strategy),  # fmt: skip
@@ -333,4 +356,68 @@ def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: d
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
-    return trainer.fit()
+    with progress:
+        return trainer.fit()
+
+
+class TrainingProgress:
+    """One progress bar in the driver over the run's steps, with the loss: rank 0 puts each step's
+    loss and each epoch's validation loss into a Ray queue, a driver thread moves the bar."""
+
+    def __init__(self, cfg: TrainConfig, name: str):
+        import threading
+
+        from ray.util.queue import Queue
+
+        self.cfg, self.name = cfg, name
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="train-progress", daemon=True)
+
+    def __enter__(self) -> TrainingProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        self._stop.set()
+        self._thread.join(timeout=10)
+        ray.kill(self.queue.actor)
+
+    def _follow(self) -> None:
+        import sys
+        from queue import Empty
+
+        from tqdm import tqdm
+
+        steps = self.cfg.steps_per_epoch
+        total = self.cfg.epochs * steps
+        interval = 1.0 if sys.stderr.isatty() else 15.0
+        with tqdm(total=total, unit="step", desc=f"training {self.cfg.stage}", mininterval=interval) as bar:
+            shown: dict[str, str] = {}
+            while not (self._stop.is_set() and self.queue.empty()):
+                try:
+                    kind, epoch, index, loss = self.queue.get(timeout=0.5)
+                except Empty:
+                    continue
+                except Exception:  # the queue's actor is gone (the run ended): nothing more to show
+                    return
+                if kind == "step":
+                    bar.n = epoch * steps + index + 1
+                    shown["loss"] = f"{loss:.4f}"
+                else:
+                    shown["val_loss"] = f"{loss:.4f}"
+                shown["epoch"] = f"{epoch + 1}/{self.cfg.epochs}"
+                bar.set_postfix(shown, refresh=False)
+                bar.refresh()
+
+
+def _put_progress(queue, item: tuple) -> None:
+    """Rank 0's report to the driver's bar; never allowed to stop training."""
+    if queue is None:
+        return
+    try:
+        queue.put_nowait(item)
+    except Exception:  # the driver went away or the queue is full: the run goes on
+        pass
