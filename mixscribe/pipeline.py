@@ -371,7 +371,6 @@ def comparison_table(rows: dict[str, dict], sets: list[str]) -> str:
     for model, m in rows.items():
         cells = []
         for name in sets:
-            clips = m.get(f"eval/{name}/all/clips")
             for metric, _ in COMPARE_METRICS:
                 value = m.get(f"eval/{name}/all/{metric}")
                 cells.append("n/a" if value is None else f"{100 * value:.1f}")
