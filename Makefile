@@ -43,6 +43,8 @@ run: setup
 	@echo "one clip as WAV/MIDI/PNG: $(OUT)/demo/inspect/; its transcription: $(OUT)/demo/transcribed/"
 	@echo "(by the demo model) and $(OUT)/demo/transcribed-default/ (by the shipped default model)."
 	@echo "Open the runs in MLflow:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(OUT)/mlflow.db --port 5000"
+	@echo
+	@cat $(OUT)/demo/comparison.md
 
 test: setup
 	$(BIN)/ruff check --select F,E9 --quiet mixscribe tests benchmarks

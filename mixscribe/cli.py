@@ -112,7 +112,7 @@ def _output_stems(inputs: list[str], out) -> list:
     for a in inputs:
         stem = out / Path(a).stem
         if stem in seen:
-            raise MixscribeError(f"{a} and {seen[stem]} would both be written as {stem}.*: transcribe them into "
+            raise MixscribeError(f"{seen[stem]} and {a} would both be written as {stem}.*: transcribe them into "
                                  "separate folders (-o) or rename one")  # fmt: skip
         seen[stem] = a
     return list(seen)
