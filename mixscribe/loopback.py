@@ -68,7 +68,10 @@ class LoopbackCluster:
         self.nodes: list[Node] = []
         self.gcs_port = self.dashboard_port = 0
         bin_dir = os.path.dirname(sys.executable)
+        # This process's own clients (node listing, job submission) authenticate with the same token;
+        # Ray reads the mode when first imported, so a LoopbackCluster is made before this process imports Ray.
         os.environ["RAY_AUTH_TOKEN"] = os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
+        os.environ["RAY_AUTH_MODE"] = "token"
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
                     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(drain_s), "MLFLOW_DISABLE_TELEMETRY": "true",
                     "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
