@@ -66,6 +66,38 @@ def test_encoder_stage_lowers_infonce_with_the_amt_branch_frozen(clips):
         torch.testing.assert_close(v, amt_before[k])  # frozen, BatchNorm statistics included
 
 
+def test_bf16_steps_learn_as_float32_steps_do(clips):
+    """train.precision bf16: autocast forward on a channels-last model; weights, gradients and the
+    optimiser stay float32, and the loss falls as far as with float32 arithmetic."""
+    batch = batch_of(clips, (0.5, 0.5))
+    last = {}
+    for precision in ("float32", "bf16"):
+        torch.manual_seed(0)
+        model = TwoBranchModel(ModelConfig())
+        if precision == "bf16":
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(set_stage(model, "amt"), lr=3e-3)
+        first = train_step(model, batch, opt, "amt", precision=precision)["loss"]
+        for _ in range(25):
+            last[precision] = train_step(model, batch, opt, "amt", precision=precision)["loss"]
+        assert last[precision] < 0.6 * first
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert abs(last["bf16"] - last["float32"]) < 0.15 * last["float32"] + 0.01
+
+
+def test_the_encoder_stage_runs_no_amt_branch(clips):
+    """Frozen, the AMT branch's outputs are not in the encoder's loss: its forward is not run."""
+    model = TwoBranchModel(ModelConfig())
+    calls = []
+    model.amt.register_forward_hook(lambda *_: calls.append(1))
+    batch = batch_of(clips, (0.0, 1.0))
+    for stage, expected in (("encoder", 0), ("amt", 1), ("joint", 1)):
+        calls.clear()
+        opt = torch.optim.AdamW(set_stage(model, stage), lr=1e-4)
+        train_step(model, batch, opt, stage)
+        assert len(calls) == expected, stage
+
+
 def test_unknown_stage():
     with pytest.raises(ValueError, match="stage must be one of"):
         set_stage(TwoBranchModel(ModelConfig()), "all")

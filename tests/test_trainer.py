@@ -41,6 +41,15 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert 1 <= len(kept) <= cfg.num_to_keep
 
 
+def test_bf16_training_on_two_workers_lowers_the_loss(data, tmp_path):
+    """train.precision bf16 through Ray Train: DDP over channels-last float32 weights, autocast steps."""
+    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, crop_frames=96, workers=2, lr=3e-3,
+                      precision="bf16")  # fmt: skip
+    result = run_training(cfg, data, "bf16", str(tmp_path))
+    history = result.metrics_dataframe
+    assert list(history["epoch"]) == [0, 1] and history["val/loss"].iloc[1] < history["val/loss"].iloc[0]
+
+
 def test_bad_shards_fail_before_training(data, tmp_path):
     import json
     import shutil
@@ -75,6 +84,8 @@ def test_train_cli_and_config_errors(data, tmp_path):
     bad.write_text("train:\n  stage: everything\n")
     with pytest.raises(ConfigError, match="train.stage"):
         load_train_config(str(bad))
+    with pytest.raises(ConfigError, match="train.precision: must be one of"):
+        load_train_config("tiny", precision="fp8")
     args = ("train", "--config", "tiny", "--data", data, "--workers", "1", "--name", "cli", "--storage",
             str(tmp_path / "runs"), "--workdir", str(tmp_path))  # fmt: skip
     r = run_cli(*args, env={"MLFLOW_TRACKING_URI": ""})

@@ -156,9 +156,10 @@ class TwoBranchModel(nn.Module):
         """CQT power [B, 288, T] -> stacked features: long files compute the CQT once and window this."""
         return self.stack(self.norm(power, sigma))
 
-    def forward(self, audio: torch.Tensor, sigma: torch.Tensor | None = None, with_embedding: bool = True) -> ModelOutput:
+    def forward(self, audio: torch.Tensor, sigma: torch.Tensor | None = None, with_embedding: bool = True,
+                with_amt: bool = True) -> ModelOutput:  # fmt: skip
         x = self.features(audio, sigma)
-        frame, onset = self.amt(x)
+        frame, onset = self.amt(x) if with_amt else (torch.empty(0), torch.empty(0))
         emb = self.encoder(x) if with_embedding else torch.empty(0)
         return ModelOutput(frame, onset, emb)
 

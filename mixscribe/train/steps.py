@@ -3,6 +3,7 @@ Train worker loop: stage "amt" (focal loss), stage "encoder" (InfoNCE, AMT branc
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from mixscribe.model.network import TwoBranchModel
 from mixscribe.train.data import Example
 
 STAGES = ("amt", "encoder", "joint")
+PRECISIONS = ("float32", "bf16")
 
 
 @dataclass
@@ -55,8 +57,9 @@ def set_stage(model: TwoBranchModel, stage: str) -> list[torch.nn.Parameter]:
 
 
 def losses(model: TwoBranchModel, batch: Batch, stage: str, forward=None) -> dict[str, torch.Tensor]:
-    """forward: what runs the model (its DDP wrapper on several workers); the config comes from model."""
-    out = (forward or model)(batch.audio, with_embedding=stage != "amt")
+    """forward: what runs the model (its DDP wrapper on several workers); the config comes from model.
+    The encoder stage runs no AMT branch: frozen, its outputs are not in the loss (15 % of the step)."""
+    out = (forward or model)(batch.audio, with_embedding=stage != "amt", with_amt=stage != "encoder")
     result = {}
     if stage in ("amt", "joint"):
         result["amt"] = amt_loss(model.cfg, batch.frame, batch.onset, out.frame, out.onset)
@@ -67,10 +70,14 @@ def losses(model: TwoBranchModel, batch: Batch, stage: str, forward=None) -> dic
 
 
 def train_step(model: TwoBranchModel, batch: Batch, optimizer: torch.optim.Optimizer, stage: str,
-               forward=None) -> dict[str, float]:  # fmt: skip
-    """One step; with `forward` a DDP wrapper, gradients are averaged across workers."""
+               forward=None, precision: str = "float32") -> dict[str, float]:  # fmt: skip
+    """One step; with `forward` a DDP wrapper, gradients are averaged across workers. precision "bf16":
+    the forward under bfloat16 autocast (convolutions in bf16, float32 accumulation; weights, gradients
+    and the optimiser stay float32)."""
     optimizer.zero_grad(set_to_none=True)
-    parts = losses(model, batch, stage, forward)
+    device = next(model.parameters()).device.type
+    with torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
+        parts = losses(model, batch, stage, forward)
     parts["loss"].backward()
     optimizer.step()
     model.clamp_affines_()  # spec §2.3: after every optimiser step, in every stage

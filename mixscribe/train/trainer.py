@@ -41,6 +41,10 @@ class TrainConfig:
     num_to_keep: int = 2
     max_failures: int = 2
     init_checkpoint: str = ""  # e.g. the AMT stage's checkpoint when training the encoder
+    # The training steps' arithmetic: "float32", or "bf16" (bfloat16 autocast, channels-last: 2.0-3.2x the
+    # bare step's examples/s where the CPU multiplies bf16 natively, docs/benchmarks.md). Validation
+    # losses are float32 either way.
+    precision: str = "float32"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -61,13 +65,14 @@ def load_train_config(spec: str, **overrides) -> TrainConfig:
 
 def _validate(cfg: TrainConfig) -> None:
     from mixscribe.config import _check
-    from mixscribe.train.steps import STAGES
+    from mixscribe.train.steps import PRECISIONS, STAGES
 
     _check(cfg.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
     _check(cfg.epochs >= 1 and cfg.steps_per_epoch >= 1, "train.epochs", "epochs and steps_per_epoch must be >= 1")
     _check(cfg.batch_size >= 1 and cfg.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
     _check(cfg.lr > 0, "train.lr", "must be > 0")
     _check(0 <= cfg.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
+    _check(cfg.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
     _check(cfg.crop_frames >= 16, "train.crop_frames", "must be >= 16")
     _check(cfg.mixes_per_clip >= 1 and cfg.remix_pool_clips >= 1, "train.mixes_per_clip",
            "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
@@ -180,6 +185,8 @@ def _loop(config: dict) -> None:
     set_stage(model, cfg.stage)
     device = ray.train.torch.get_device()  # the worker's GPU when use_gpu, else CPU
     model.to(device)
+    if cfg.precision == "bf16":
+        model.to(memory_format=torch.channels_last)  # oneDNN's bf16 convolutions want NHWC
     ddp = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 else model
     remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights)  # validation: no augmentation
     valid_set = Remixer(load_split(config["data"], "valid"), remix, seed=cfg.seed + 999_999)
@@ -200,7 +207,7 @@ def _loop(config: dict) -> None:
             batch = batch.to(device)
             augmented += aug_counts
             wait += time.perf_counter() - t0
-            parts = train_step(model, batch, optimizer, cfg.stage, forward=ddp)
+            parts = train_step(model, batch, optimizer, cfg.stage, forward=ddp, precision=cfg.precision)
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.steps_per_epoch
             if rank == 0:
