@@ -41,7 +41,7 @@ class TrainConfig:
     num_to_keep: int = 2
     max_failures: int = 2
     init_checkpoint: str = ""  # e.g. the AMT stage's checkpoint when training the encoder
-    # The training steps' arithmetic: "float32", or "bf16" (bfloat16 autocast, channels-last: 2.0-3.2x the
+    # The training steps' arithmetic: "float32", or "bf16" (bfloat16 autocast, channels-last: 2.1-2.9x the
     # bare step's examples/s where the CPU multiplies bf16 natively, docs/benchmarks.md). Validation
     # losses are float32 either way.
     precision: str = "float32"
