@@ -151,6 +151,11 @@ class Console:
         return "; ".join(where) or None
 
 
+def bar_interval() -> float:
+    """Seconds between progress-bar refreshes: a terminal gets a lively bar, a log file a line every 15 s."""
+    return 1.0 if sys.stderr.isatty() else 15.0
+
+
 def route_library_logs() -> None:
     """Send the libraries' loggers to the root logger's handlers (the log file), dropping the console
     handlers they installed themselves. Run again after Ray or MLflow is imported or started."""

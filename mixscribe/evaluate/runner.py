@@ -348,6 +348,8 @@ def _map_chunks(fn, ref, tables: list, cfg: EvalConfig, *args) -> list:
     import ray
     from tqdm import tqdm
 
+    from mixscribe.console import bar_interval
+
     task = ray.remote(num_cpus=cfg.task_cpus)(fn)
     sizes, refs = {}, []
     for t in tables:
@@ -357,18 +359,11 @@ def _map_chunks(fn, ref, tables: list, cfg: EvalConfig, *args) -> list:
             sizes[refs[-1]] = chunk.num_rows
     desc = {"_score_clips": "scoring"}.get(fn.__name__, "tuning")
     pending = list(refs)
-    with tqdm(total=sum(sizes.values()), unit="clip", desc=desc, mininterval=_bar_interval()) as bar:
+    with tqdm(total=sum(sizes.values()), unit="clip", desc=desc, mininterval=bar_interval()) as bar:
         while pending:  # the bar moves as chunks finish; results stay in table and clip order
             done, pending = ray.wait(pending, num_returns=1)
             bar.update(sizes[done[0]])
     return ray.get(refs)
-
-
-def _bar_interval() -> float:
-    """A terminal gets a lively bar; a log file a line every 15 s."""
-    import sys
-
-    return 1.0 if sys.stderr.isatty() else 15.0
 
 
 def write_report(result: EvalResult, out_dir: str) -> list[str]:

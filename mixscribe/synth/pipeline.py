@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -351,6 +350,8 @@ def _render_to(out_dir: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
     from ray.data import ActorPoolStrategy
     from tqdm import tqdm
 
+    from mixscribe.console import bar_interval
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
@@ -374,8 +375,7 @@ def _render_to(out_dir: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
     )
     total = sum(b - a for a, b in ranges)
     summaries = []
-    interval = 1.0 if sys.stderr.isatty() else 15.0  # a log file gets a line every 15 s
-    with tqdm(total=total, unit="clip", desc="rendering", mininterval=interval) as bar:
+    with tqdm(total=total, unit="clip", desc="rendering", mininterval=bar_interval()) as bar:
         for row in ds.iter_rows():
             summaries.append(row)
             bar.update(len(row["ids"]))

@@ -393,15 +393,15 @@ class TrainingProgress:
         ray.kill(self.queue.actor)
 
     def _follow(self) -> None:
-        import sys
         from queue import Empty
 
         from tqdm import tqdm
 
+        from mixscribe.console import bar_interval
+
         steps = self.cfg.steps_per_epoch
         total = self.cfg.epochs * steps
-        interval = 1.0 if sys.stderr.isatty() else 15.0
-        with tqdm(total=total, unit="step", desc=f"training {self.cfg.stage}", mininterval=interval) as bar:
+        with tqdm(total=total, unit="step", desc=f"training {self.cfg.stage}", mininterval=bar_interval()) as bar:
             shown: dict[str, str] = {}
             while not (self._stop.is_set() and self.queue.empty()):
                 try:
