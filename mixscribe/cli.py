@@ -88,18 +88,18 @@ def _cmd_soundfonts(args: argparse.Namespace) -> int:
 
 
 def _check_decoding_options(args: argparse.Namespace) -> None:
-    """Thresholds in (0, 1), lengths >= 0, a gate <= 0 dBFS: one line naming the option, before any work."""
-    import math
-
+    """DecodeParams' own ranges, checked on the options before any work: one line naming the option.
+    (--min-note-ms is >= 0 exactly when the frames it becomes are.)"""
     from mixscribe.errors import MixscribeError
+    from mixscribe.evaluate.decode import out_of_range
 
-    checks = (("--onset-threshold", args.onset_threshold, lambda v: 0 < v < 1, "must be in (0, 1)"),
-              ("--frame-threshold", args.frame_threshold, lambda v: 0 < v < 1, "must be in (0, 1)"),
-              ("--min-note-ms", args.min_note_ms, lambda v: v >= 0, "must be >= 0"),
-              ("--gate-dbfs", args.gate_dbfs, lambda v: v <= 0, "must be a level <= 0 dBFS"))  # fmt: skip
-    for flag, value, ok, why in checks:
-        if value is not None and not (math.isfinite(value) and ok(value)):
-            raise MixscribeError(f"{flag}: {why}, got {value}")
+    options = (("--onset-threshold", "onset_threshold", args.onset_threshold),
+               ("--frame-threshold", "frame_threshold", args.frame_threshold),
+               ("--min-note-ms", "min_note_frames", args.min_note_ms), ("--gate-dbfs", "gate_dbfs", args.gate_dbfs))
+    for flag, name, value in options:
+        why = None if value is None else out_of_range(name, value)
+        if why:
+            raise MixscribeError(f"{flag}: {why}")
 
 
 def _output_stems(inputs: list[str], out) -> list:

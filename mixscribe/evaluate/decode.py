@@ -34,16 +34,27 @@ class DecodeParams:
     def __post_init__(self) -> None:
         from mixscribe.errors import ConfigError
 
-        for name in ("onset_threshold", "frame_threshold"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and 0 < value < 1):
-                raise ConfigError(f"decode.{name}: must be in (0, 1), got {value}")
-        for name in ("min_note_frames", "energy_tolerance"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise ConfigError(f"decode.{name}: must be >= 0, got {value}")
-        if not (np.isfinite(self.gate_dbfs) and self.gate_dbfs <= 0):
-            raise ConfigError(f"decode.gate_dbfs: must be a level <= 0 dBFS, got {self.gate_dbfs}")
+        for name in LIMITS:
+            why = out_of_range(name, getattr(self, name))
+            if why:
+                raise ConfigError(f"decode.{name}: {why}")
+
+
+# The values a caller may set, each with its valid range (finite, and this test): DecodeParams checks
+# them, and `mixscribe transcribe` checks its options by the same rules before any work.
+LIMITS = {
+    "onset_threshold": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "frame_threshold": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "min_note_frames": (lambda v: v >= 0, "must be >= 0"),
+    "energy_tolerance": (lambda v: v >= 0, "must be >= 0"),
+    "gate_dbfs": (lambda v: v <= 0, "must be a level <= 0 dBFS"),
+}
+
+
+def out_of_range(name: str, value: float) -> str | None:
+    """Why value is not a valid DecodeParams.<name>, or None when it is."""
+    ok, why = LIMITS[name]
+    return None if np.isfinite(value) and ok(value) else f"{why}, got {value}"
 
 
 @dataclass(frozen=True)
