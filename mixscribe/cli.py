@@ -557,9 +557,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command != "submit":  # a job server's client keeps the user's own Ray settings
         prepare_local_environment()  # before any stage imports Ray: Ray reads these settings once, on import
-    if getattr(args, "verbose", False):
+    if args.verbose:  # every command takes --verbose
         os.environ[VERBOSE_ENV] = "1"
-    console = Console(_log_dir(args), args.command, verbose=getattr(args, "verbose", False))
+    console = Console(_log_dir(args), args.command, verbose=args.verbose)
     try:
         return args.func(args)
     except MixscribeError as exc:

@@ -79,7 +79,6 @@ class Console:
     """The log routing of one command; `close()` returns the line that names where the logs went."""
 
     def __init__(self, log_dir: Path | None, command: str, verbose: bool = False):
-        self.verbose = verbose
         self.handler: _LazyFileHandler | None = None
         root = logging.getLogger()
         root.setLevel(logging.INFO)
@@ -92,7 +91,7 @@ class Console:
             os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))  # read when Ray Data loads
             os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # MLflow's lines propagate to the file
         self._terminal_fd: int | None = None
-        self._streams = (sys.stdout, sys.stderr)
+        self._stdout = sys.stdout
         if log_dir is not None and not verbose:
             self._divert_native_stderr()
             printed = logging.getLogger("ray.printed")
@@ -137,7 +136,7 @@ class Console:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         if isinstance(sys.stdout, _RayPrintFilter):
-            sys.stdout = self._streams[0]
+            sys.stdout = self._stdout
         if self._terminal_fd is not None:
             os.dup2(self._terminal_fd, 2)  # anything written while the process exits reaches the terminal
         if self.handler is not None:
@@ -145,7 +144,9 @@ class Console:
         where = []
         if self.log_path:
             where.append(f"logs: {self.log_path}")
-        ray_logs = ray_session_logs()
+        from mixscribe.raycluster import local_session_logs
+
+        ray_logs = local_session_logs()
         if ray_logs:
             where.append(f"Ray's worker logs: {ray_logs}")
         return "; ".join(where) or None
@@ -165,10 +166,3 @@ def route_library_logs() -> None:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                 logger.removeHandler(h)
         logger.propagate = True
-
-
-def ray_session_logs() -> str | None:
-    """The log folder of the local Ray session this process started, if it started one."""
-    from mixscribe.raycluster import local_session_logs
-
-    return local_session_logs()

@@ -72,7 +72,7 @@ class LoopbackCluster:
         # Ray reads the mode when first imported, so a LoopbackCluster is made before this process imports Ray.
         os.environ["RAY_AUTH_TOKEN"] = os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
         os.environ["RAY_AUTH_MODE"] = "token"
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
                     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(drain_s), "MLFLOW_DISABLE_TELEMETRY": "true",
                     "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
         self.env.pop("RAY_ADDRESS", None)
