@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# FluidSynth (pyfluidsynth is a ctypes wrapper around the Debian library) and the catalog's SoundFonts.
-APT_PACKAGES := fluidsynth libfluidsynth3 fluid-soundfont-gm fluidr3mono-gm-soundfont \
+# g++ (torch.compile builds its CPU kernels), FluidSynth (pyfluidsynth is a ctypes wrapper around the
+# Debian library) and the catalog's SoundFonts.
+APT_PACKAGES := g++ fluidsynth libfluidsynth3 fluid-soundfont-gm fluidr3mono-gm-soundfont \
 	musescore-general-soundfont timgm6mb-soundfont csound-soundfont opl3-soundfont
 OUT ?= out
 export MLFLOW_DISABLE_TELEMETRY := true

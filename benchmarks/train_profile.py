@@ -7,7 +7,7 @@ batches: float32, channels-last, bfloat16 autocast, both.
 Figures are examples per second of the bare step (pre-built batches, no Ray), medians of --repeats
 timed passes over --steps steps, each option in this one process; ratios are against "before" in the
 same run: float32, and the encoder stage also running the frozen AMT branch, whose outputs are not in
-its loss (it no longer does). `train.precision: bf16` is the last row.
+its loss (it no longer does). `train.precision: bf16` is the sixth row, with `train.compile` the last.
 Usage: python benchmarks/train_profile.py [--clips 24] [--steps 6] [--batch 8] [--repeats 3]
 """
 
@@ -96,9 +96,10 @@ def step_parts(model, batch, optimizer, stage: str) -> dict[str, float]:
 
 
 def rate(cfg, stage: str, batches, repeats: int, channels_last: bool = False, bf16: bool = False,
-         frozen_amt_forward: bool = False) -> float:  # fmt: skip
+         frozen_amt_forward: bool = False, compile: bool = False) -> float:  # fmt: skip
     """Examples per second of train_step under an arithmetic option; median of repeats. frozen_amt_forward:
-    the step as it was before, when the encoder stage ran the frozen AMT branch too."""
+    the step as it was before, when the encoder stage ran the frozen AMT branch too. compile: the forward
+    through torch.compile (its one-off build falls in the untimed first pass)."""
     import torch
 
     from mixscribe.train.steps import train_step
@@ -107,6 +108,8 @@ def rate(cfg, stage: str, batches, repeats: int, channels_last: bool = False, bf
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = (lambda audio, with_embedding, with_amt: model(audio, with_embedding=with_embedding)) if frozen_amt_forward else None
+    if compile:
+        forward = torch.compile(model)
     runs = []
     for r in range(repeats + 1):
         t0 = time.perf_counter()
@@ -147,7 +150,7 @@ def main() -> None:
 
     import torch
 
-    from mixscribe.inference import bf16_supported
+    from mixscribe.model.arithmetic import bf16_supported
     from mixscribe.raycluster import init_ray
     from mixscribe.synth.pipeline import run_synth
 
@@ -181,10 +184,13 @@ def main() -> None:
               f"collate {1000 * t_collate:.2f} ms.", ""]  # fmt: skip
 
     options = [("before: float32, the encoder stage running the frozen AMT branch", {"frozen_amt_forward": True}),
-               ("float32 (train.precision: float32)", {}), ("float32, channels-last", {"channels_last": True})]  # fmt: skip
+               ("float32 (train.precision: float32)", {}), ("float32, channels-last", {"channels_last": True}),
+               ("float32 + torch.compile", {"compile": True})]  # fmt: skip
     if bf16_supported():
         options += [("bf16 autocast", {"bf16": True}), ("bf16 autocast + channels-last (train.precision: bf16)",
-                                                         {"bf16": True, "channels_last": True})]  # fmt: skip
+                                                         {"bf16": True, "channels_last": True}),
+                    ("bf16 autocast + channels-last + torch.compile (train.compile: true)",
+                     {"bf16": True, "channels_last": True, "compile": True})]  # fmt: skip
     lines += [f"**Arithmetic options** (examples/s of train_step, median of {args.repeats} passes; "
               f"bf16 {'native on this CPU' if bf16_supported() else 'not native here: not measured'}):", "",
               "| option | amt | vs before | encoder | vs before |", "|---|---|---|---|---|"]  # fmt: skip

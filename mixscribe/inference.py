@@ -123,21 +123,13 @@ def _segment(audio: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int]:
     return seg, CONTEXT_FRAMES
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so oneDNN's bf16 convolutions
-    are fast (inference 1.05-1.69x faster than onnxruntime's float32 here, end to end, four runs:
-    docs/benchmarks.md); elsewhere it emulates them, slower than float32."""
-    import torch
-
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return torch.backends.mkldnn.is_available() and any(probe is not None and probe() for probe in probes)
-
-
 def resolve_backend(backend: str) -> str:
     """"auto" (what `mixscribe transcribe` runs): bf16 where the CPU has it, else float32. "float32"
     (what evaluation runs: the same figures on every machine): onnxruntime, else torch."""
     if backend not in BACKENDS:
         raise TranscribeError(f"backend: unknown {backend!r} (choose from {', '.join(BACKENDS)})")
+    from mixscribe.model.arithmetic import bf16_supported  # torch: imported only when the model runs
+
     if backend == "auto":
         return "bf16" if bf16_supported() else "float32"
     if backend == "bf16" and not bf16_supported():

@@ -85,6 +85,33 @@ def test_bf16_steps_learn_as_float32_steps_do(clips):
     assert abs(last["bf16"] - last["float32"]) < 0.15 * last["float32"] + 0.01
 
 
+def test_a_compiled_encoder_step_computes_what_eager_mode_does(clips):
+    """train.compile: TorchInductor fuses the encoder's normalisation arithmetic; the first step's
+    gradients match eager float32 to rounding, and so do the losses of the steps after it."""
+    batch = batch_of(clips, (0.0, 0.5, 0.5))
+    results = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = TwoBranchModel(ModelConfig())
+        opt = torch.optim.AdamW(set_stage(model, "encoder"), lr=3e-3)
+        forward = torch.compile(model) if compiled else None
+        losses = [train_step(model, batch, opt, "encoder", forward=forward)["timbre"]]
+        grads = [p.grad.clone() for p in model.encoder.parameters()]
+        losses += [train_step(model, batch, opt, "encoder", forward=forward)["timbre"] for _ in range(5)]
+        results[compiled] = losses, grads
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=5e-3)
+    assert results[False][0][-1] < 0.95 * results[False][0][0]  # the steps compared do learn
+    for a, b in zip(results[True][1], results[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-7)
+
+
+def test_auto_precision_takes_bf16_only_where_it_is_native():
+    from mixscribe.model.arithmetic import bf16_supported, resolve_precision
+
+    assert resolve_precision("float32") == "float32" and resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto", "cpu") == ("bf16" if bf16_supported() else "float32")
+
+
 def test_the_encoder_stage_runs_no_amt_branch(clips):
     """Frozen, the AMT branch's outputs are not in the encoder's loss: its forward is not run."""
     model = TwoBranchModel(ModelConfig())

@@ -50,6 +50,35 @@ def test_bf16_training_on_two_workers_lowers_the_loss(data, tmp_path):
     assert list(history["epoch"]) == [0, 1] and history["val/loss"].iloc[1] < history["val/loss"].iloc[0]
 
 
+def test_compiled_auto_precision_training_says_what_it_ran(data, tmp_path):
+    """train.compile through DDP on two workers still learns; precision "auto" resolves on the worker to
+    what its CPU multiplies natively, and the MLflow run says which arithmetic and how many threads ran."""
+    from mlflow.tracking import MlflowClient
+
+    from mixscribe.model.arithmetic import resolve_precision
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("compile"))
+    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, crop_frames=96, workers=2, lr=3e-3,
+                      precision="auto", compile=True)  # fmt: skip
+    result = run_training(cfg, data, "compiled", str(tmp_path / "runs"),
+                          mlflow={"tracking_uri": client.tracking_uri, "run_id": run.info.run_id})  # fmt: skip
+    history = result.metrics_dataframe
+    assert list(history["epoch"]) == [0, 1] and history["val/loss"].iloc[1] < history["val/loss"].iloc[0]
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["train.precision_used"] == resolve_precision("auto") and tags["train.threads_per_worker"] == "1"
+
+
+def test_compile_without_a_compiler_is_refused_before_training(data, tmp_path, monkeypatch):
+    from mixscribe.errors import ConfigError
+
+    monkeypatch.setenv("CXX", "no-such-c++")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no clang++ either
+    with pytest.raises(ConfigError, match=r"train.compile: no C\+\+ compiler \(no-such-c\+\+\)"):
+        run_training(TrainConfig(compile=True), data, "x", str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_shards_fail_before_training(data, tmp_path):
     import json
     import shutil
@@ -86,6 +115,9 @@ def test_train_cli_and_config_errors(data, tmp_path):
         load_train_config(str(bad))
     with pytest.raises(ConfigError, match="train.precision: must be one of"):
         load_train_config("tiny", precision="fp8")
+    with pytest.raises(ConfigError, match="train.compile"):
+        load_train_config("tiny", compile="yes")
+    assert load_train_config("default").compile and load_train_config("default").precision == "auto"
     args = ("train", "--config", "tiny", "--data", data, "--workers", "1", "--name", "cli", "--storage",
             str(tmp_path / "runs"), "--workdir", str(tmp_path))  # fmt: skip
     r = run_cli(*args, env={"MLFLOW_TRACKING_URI": ""})

@@ -238,7 +238,8 @@ def test_bf16_backend_where_the_cpu_multiplies_bf16(model, monkeypatch):
     notes and tracks the same; the model itself is left as it was. Elsewhere auto is float32 and an
     explicit bf16 is a clear error."""
     from mixscribe import inference as tr
-    from mixscribe.inference import TranscribeError, bf16_supported, resolve_backend, run_model, transcribe_audio
+    from mixscribe.inference import TranscribeError, resolve_backend, run_model, transcribe_audio
+    from mixscribe.model.arithmetic import bf16_supported
     from mixscribe.model import load_model
 
     audio, _ = render_duet(frames=600)

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mixscribe.model.arithmetic import resolve_precision
 from mixscribe.model.losses import amt_loss, timbre_loss
 from mixscribe.model.network import TwoBranchModel
 from mixscribe.train.data import Example
 
 STAGES = ("amt", "encoder", "joint")
-PRECISIONS = ("float32", "bf16")
+PRECISIONS = ("float32", "bf16", "auto")
 
 
 @dataclass
@@ -59,7 +60,7 @@ def set_stage(model: TwoBranchModel, stage: str) -> list[torch.nn.Parameter]:
 def losses(model: TwoBranchModel, batch: Batch, stage: str, forward=None) -> dict[str, torch.Tensor]:
     """forward: what runs the model (its DDP wrapper on several workers); the config comes from model.
     The encoder stage runs no AMT branch: frozen, its outputs are not in the loss (15 % of the step)."""
-    out = (forward or model)(batch.audio, with_embedding=stage != "amt", with_amt=stage != "encoder")
+    out = (model if forward is None else forward)(batch.audio, with_embedding=stage != "amt", with_amt=stage != "encoder")
     result = {}
     if stage in ("amt", "joint"):
         result["amt"] = amt_loss(model.cfg, batch.frame, batch.onset, out.frame, out.onset)
@@ -73,10 +74,11 @@ def train_step(model: TwoBranchModel, batch: Batch, optimizer: torch.optim.Optim
                forward=None, precision: str = "float32") -> dict[str, float]:  # fmt: skip
     """One step; with `forward` a DDP wrapper, gradients are averaged across workers. precision "bf16":
     the forward under bfloat16 autocast (convolutions in bf16, float32 accumulation; weights, gradients
-    and the optimiser stay float32)."""
+    and the optimiser stay float32); "auto": bf16 where the device has it natively."""
     optimizer.zero_grad(set_to_none=True)
     device = next(model.parameters()).device.type
-    with torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
+    bf16 = resolve_precision(precision, device) == "bf16"
+    with torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
         parts = losses(model, batch, stage, forward)
     parts["loss"].backward()
     optimizer.step()

@@ -41,10 +41,14 @@ class TrainConfig:
     num_to_keep: int = 2
     max_failures: int = 2
     init_checkpoint: str = ""  # e.g. the AMT stage's checkpoint when training the encoder
-    # The training steps' arithmetic: "float32", or "bf16" (bfloat16 autocast, channels-last: 2.1-2.9x the
-    # bare step's examples/s where the CPU multiplies bf16 natively, docs/benchmarks.md). Validation
-    # losses are float32 either way.
+    # The training steps' arithmetic: "float32", "bf16" (bfloat16 autocast, channels-last: 2.1-2.9x the
+    # bare step's examples/s where the CPU multiplies bf16 natively, docs/benchmarks.md), or "auto" (bf16
+    # where the worker's device has it natively, else float32). Validation losses are float32 either way.
     precision: str = "float32"
+    # torch.compile the forward pass (TorchInductor: fuses the encoder's normalisation arithmetic, which
+    # eager mode runs as separate passes over full-size maps). Costs about half a minute per worker
+    # before the first step and needs a C++ compiler; pays on runs of more than a few minutes.
+    compile: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -73,6 +77,7 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.lr > 0, "train.lr", "must be > 0")
     _check(0 <= cfg.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
     _check(cfg.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
+    _check(isinstance(cfg.compile, bool), "train.compile", "must be true or false")
     _check(cfg.crop_frames >= 16, "train.crop_frames", "must be >= 16")
     _check(cfg.mixes_per_clip >= 1 and cfg.remix_pool_clips >= 1, "train.mixes_per_clip",
            "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
@@ -170,12 +175,14 @@ def _loop(config: dict) -> None:
 
     from mixscribe.model import TwoBranchModel, load_model, save_checkpoint
     from mixscribe.train.data import AUG_KEYS, RemixConfig, Remixer, load_split
+    from mixscribe.model.arithmetic import resolve_precision
     from mixscribe.train.steps import collate, losses, set_stage, train_step
 
     cfg = from_dict(TrainConfig, config["train"])
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report and checkpoint
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    torch.set_num_threads(worker_threads(cfg))
     torch.manual_seed(cfg.seed + rank)
     model = load_model(cfg.init_checkpoint).train() if cfg.init_checkpoint else TwoBranchModel(cfg.model)
     params = set_stage(model, cfg.stage)
@@ -185,14 +192,17 @@ def _loop(config: dict) -> None:
     set_stage(model, cfg.stage)
     device = ray.train.torch.get_device()  # the worker's GPU when use_gpu, else CPU
     model.to(device)
-    if cfg.precision == "bf16":
+    precision = resolve_precision(cfg.precision, device)
+    if precision == "bf16":
         model.to(memory_format=torch.channels_last)  # oneDNN's bf16 convolutions want NHWC
     ddp = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 else model
+    forward = torch.compile(ddp) if cfg.compile else ddp  # DDP wrapped first: compiled around its hooks
     remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights)  # validation: no augmentation
     valid_set = Remixer(load_split(config["data"], "valid"), remix, seed=cfg.seed + 999_999)
     valid_batch = collate([valid_set.example(0, i) for i in range(cfg.valid_examples)]).to(device)
     batches = _batches(ray.train.get_dataset_shard("train"), cfg)
     tracker = _RankZeroTracker(config.get("mlflow"), rank)
+    tracker.tag({"train.precision_used": precision, "train.threads_per_worker": str(torch.get_num_threads())})
     progress = config.get("progress")
     nodes = _worker_nodes(ctx.get_world_size())
     for epoch in range(start_epoch, cfg.epochs):
@@ -207,7 +217,7 @@ def _loop(config: dict) -> None:
             batch = batch.to(device)
             augmented += aug_counts
             wait += time.perf_counter() - t0
-            parts = train_step(model, batch, optimizer, cfg.stage, forward=ddp, precision=cfg.precision)
+            parts = train_step(model, batch, optimizer, cfg.stage, forward=forward, precision=precision)
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.steps_per_epoch
             if rank == 0:
@@ -269,6 +279,11 @@ class _RankZeroTracker:
 
             self.client, self.run_id = MlflowClient(mlflow_cfg["tracking_uri"]), mlflow_cfg["run_id"]
 
+    def tag(self, tags: dict[str, str]) -> None:
+        if self.client is not None:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, value)
+
     def log(self, metrics: dict[str, float], epoch: int) -> None:
         if self.client is None:
             return
@@ -318,6 +333,25 @@ def ingest_config():
                                                          verbose_progress=False))  # fmt: skip
 
 
+def worker_threads(cfg: TrainConfig) -> int:
+    """torch's intra-op threads in a worker: the CPUs Ray reserved for it (at least one), so workers
+    sharing a machine do not oversubscribe its cores."""
+    return max(1, int(cfg.cpus_per_worker))
+
+
+def check_compiler(cfg: TrainConfig) -> None:
+    """train.compile needs the C++ compiler TorchInductor builds its CPU kernels with: say so before
+    any worker starts rather than as a traceback from the first step."""
+    import shutil
+
+    from mixscribe.errors import ConfigError
+
+    compiler = os.environ.get("CXX", "g++")
+    if cfg.compile and not (shutil.which(compiler) or shutil.which("clang++")):
+        raise ConfigError(f"config field train.compile: no C++ compiler ({compiler}) on PATH; install g++ "
+                          "(Debian: apt-get install g++) or set compile: false")  # fmt: skip
+
+
 def wants_gpu(cfg: TrainConfig) -> bool:
     """The config's choice, or (None) whether the cluster has a GPU for every worker: the same command
     trains on CPUs on a laptop and on GPUs where there are some."""
@@ -343,6 +377,7 @@ def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: d
     from mixscribe.train.data import verify_shards
 
     fs, paths, manifest = verify_shards(data, ("train", "valid"))  # clear errors before any worker starts
+    check_compiler(cfg)
     init_ray()
     dataset = build_train_dataset(cfg, fs, paths["train"], int(manifest["rows_per_split"]["train"]))
     progress = TrainingProgress(cfg, name)
