@@ -173,7 +173,7 @@ def log_evaluation(mlf, uri: str, run_id: str, result, shards: str, report_paths
 
     summary = result.summary()
     log_params(mlf, run_id, to_dict(result.config), prefix="evaluate.")
-    log_metrics(mlf, run_id, summary)
+    log_metrics(mlf, run_id, summary | result.pair_summary())
     log_shards_input(run_id, uri, shards, "evaluation", read_manifest(shards)[2])
     log_artifacts(mlf, run_id, report_paths, "report")
     return summary

@@ -91,6 +91,14 @@ def test_evaluate_cli_logs_to_a_real_mlflow_server(shards, mlflow_server, tmp_pa
     metrics = run.data.metrics
     assert 0 <= metrics["eval/valid/all/note_f1"] <= 1 and "eval/unseen-soundfont/all/k_est" in metrics
     assert [i.dataset.digest for i in run.inputs.dataset_inputs]
+    import csv
+
+    rows = list(csv.DictReader((out / "clips.csv").open()))
+    assert rows and all(0 <= float(r["register_est"]) <= 1 and 0 <= float(r["register_ref"]) <= 1 for r in rows)
+    pairs = {(r["set"], r["parts"]) for r in rows if r["k"] == "2"}
+    for name, parts in pairs:  # every 2-part clip's pair of families reaches MLflow
+        assert f"eval/{name}/pair/{parts.replace('+', '_and_')}/register_est" in metrics
+    assert (out / "register_per_pair.png").exists() == bool(pairs)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "report")} >= {
         "report/summary.md", "report/clips.csv", "report/metrics.json", "report/per_k.png"}  # fmt: skip
     assert list((root / "artifacts").rglob("summary.md"))  # uploaded through the server, not written locally

@@ -140,3 +140,31 @@ def test_cluster_purity_and_ari_on_a_half_wrong_labelling():
 def test_roll_uses_the_model_hop():
     roll = notes_to_roll([Note(10 * FRAME_S, 20 * FRAME_S, 24, 90), Note(0, 1, 108, 90)], 40)
     assert list(np.nonzero(roll[0])[0]) == list(range(10, 20)) and roll.sum() == 10
+
+
+def test_register_agreement_by_hand():
+    from mixscribe.evaluate.metrics import register_agreement
+
+    assert register_agreement([60, 62, 70, 72], [0, 0, 1, 1]) == 1.0  # one threshold splits them
+    assert register_agreement([60, 62, 70, 72], [1, 1, 0, 0]) == 1.0  # whichever label is low
+    assert register_agreement([60, 70, 62, 72], [0, 0, 1, 1]) == pytest.approx(3 / 4)  # crossing lines
+    assert register_agreement([60, 60, 70], [0, 1, 1]) == pytest.approx(2 / 3)  # one pitch, two labels
+    assert register_agreement([40, 50, 60, 70, 80, 90], [0, 0, 1, 1, 2, 2]) == 1.0  # K - 1 = 2 thresholds
+    assert register_agreement([40, 50, 60, 70, 80, 90], [0, 1, 2, 0, 1, 2]) == pytest.approx(4 / 6)
+    assert register_agreement([1, 2, 3], [5, 5, 5]) == 1.0
+
+
+def test_register_scores_tell_a_register_split_from_a_timbre_split():
+    """Two crossing parts: the true parts are far from a pitch threshold; tracks that split the notes at
+    one pitch score 1.0 there, tracks that follow the parts score what the parts do."""
+    from mixscribe.evaluate.metrics import register_scores
+
+    a = [Note(t, t + 0.4, p, 90, 0) for t, p in ((0.0, 60), (1.0, 67), (2.0, 62), (3.0, 70))]
+    b = [Note(t + 0.5, t + 0.9, p, 90, 1) for t, p in ((0.0, 66), (1.0, 61), (2.0, 69), (3.0, 63))]
+    ref = a + b
+    by_register = [Note(n.onset, n.offset, n.pitch, n.velocity, int(n.pitch >= 65)) for n in ref]
+    s = register_scores(ref, by_register)
+    assert s["register_est"] == 1.0 and s["register_ref"] == pytest.approx(5 / 8)
+    s = register_scores(ref, ref)
+    assert s["register_est"] == s["register_ref"] == pytest.approx(5 / 8)
+    assert clip_scores(ref, by_register, notes_to_roll(ref, 500), 2, 2)["register_est"] == 1.0

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mixscribe.evaluate.plots import bars_per_set, curves_per_k, piano_roll, tsne_embeddings
+from mixscribe.evaluate.plots import bars_per_set, curves_per_k, piano_roll, register_per_pair, tsne_embeddings
 from mixscribe.schema import Note
 
 SUMMARY = {
@@ -19,6 +19,13 @@ def is_png(path):
 def test_bars_and_k_curves(tmp_path):
     assert is_png(bars_per_set(SUMMARY, tmp_path / "bars.png"))
     assert is_png(curves_per_k(SUMMARY, tmp_path / "k.png"))
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_register_per_pair(tmp_path):
+    pairs = {f"eval/valid/pair/{p}/{m}": v for p, v in (("reed_and_strings", 0.5), ("brass_and_pipe", 0.9))
+             for m in ("sep_note_f1", "cluster_purity", "register_est", "register_ref", "clips")}  # fmt: skip
+    assert is_png(register_per_pair(pairs, tmp_path / "pairs.png"))
     assert not list(tmp_path.glob(".tmp-*"))
 
 

@@ -71,7 +71,7 @@ def evaluate_basic_pitch(shards: str, sets: tuple[str, ...], max_clips_per_set: 
     import soundfile as sf
 
     from mixscribe.evaluate.metrics import clip_scores, notes_to_roll
-    from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult, _set_tables
+    from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult, _set_tables, part_families
     from mixscribe.schema import HOP, SAMPLE_RATE, Note, table_to_clips
 
     tables = _set_tables(shards, sets)
@@ -90,7 +90,7 @@ def evaluate_basic_pitch(shards: str, sets: tuple[str, ...], max_clips_per_set: 
             k_ref = len({n.stem for n in c.notes}) or 1
             n_frames = c.num_samples // HOP + 1
             scores = clip_scores(c.notes, est, notes_to_roll(est, n_frames), k_ref, 1)
-            rows.append({"set": c.split, "clip": c.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
+            rows.append({"set": c.split, "clip": c.id, "k": k_ref, "parts": part_families(c), **{m: scores[m] for m in METRICS}})
     cfg = EvalConfig(sets=tuple(sets), tune_on="", max_clips_per_set=max_clips_per_set)
     return EvalResult(cfg, rows, None, [], label=f"Basic Pitch {BP_VERSION} (its default thresholds, one track per file)")
 

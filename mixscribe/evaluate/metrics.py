@@ -161,6 +161,46 @@ def clustering_scores(ref: list[Note], est: list[Note]) -> dict[str, float]:
     return {"cluster_purity": purity, "cluster_ari": float(adjusted_rand_score(truth, pred)), "matched_notes": float(len(truth))}
 
 
+def register_agreement(pitches: list[int], labels: list[int]) -> float:
+    """The largest share of notes that K-1 pitch thresholds put in their own label's band (every order
+    of the labels tried, every threshold between distinct pitches): 1.0 when register alone explains
+    the labelling. Run on true parts it says how far register could separate them; on estimated tracks,
+    how far the model separated by register."""
+    from itertools import permutations
+
+    kinds = sorted(set(labels))
+    if len(kinds) <= 1:
+        return 1.0
+    unique = sorted(set(pitches))
+    counts = np.zeros((len(unique), len(kinds)))
+    for p, lab in zip(pitches, labels):
+        counts[unique.index(p), kinds.index(lab)] += 1
+    best = 0.0
+    for order in permutations(range(len(kinds))):
+        gain = counts[:, order]  # [pitch, band]: notes of the band's label at that pitch
+        dp = gain[0].copy()  # dp[b]: best count with the pitches so far, the last one in band b
+        for row in gain[1:]:
+            dp = np.maximum.accumulate(dp) + row  # this pitch in band b, the pitches below in bands <= b
+        best = max(best, float(dp.max()))
+    return best / len(labels)
+
+
+def register_scores(ref: list[Note], est: list[Note]) -> dict[str, float]:
+    """register_agreement of the estimated tracks and of the true parts, on the same notes (those the
+    model transcribed correctly): est far above ref means tracks split by register, not timbre."""
+    import mir_eval
+
+    if not ref or not est:
+        return {"register_est": 1.0, "register_ref": 1.0}
+    ri, rp = _intervals(ref)
+    ei, ep = _intervals(est)
+    pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE,
+                                               pitch_tolerance=50.0, offset_ratio=None)  # fmt: skip
+    pitches = [ref[i].pitch for i, _ in pairs]
+    return {"register_est": register_agreement(pitches, [est[j].stem for _, j in pairs]),
+            "register_ref": register_agreement(pitches, [ref[i].stem for i, _ in pairs])}  # fmt: skip
+
+
 def clip_scores(ref: list[Note], est: list[Note], est_frame_roll: np.ndarray, k_ref: int, k_est: int) -> dict[str, float]:
     """Every per-clip figure: timbre-agnostic frame (on the thresholded posteriorgram, short runs removed)
     and note scores, separated scores, clustering scores and whether K was right."""
@@ -171,6 +211,7 @@ def clip_scores(ref: list[Note], est: list[Note], est_frame_roll: np.ndarray, k_
     out.update(note_scores(agnostic_ref, agnostic_est))
     out.update(separated_scores(ref, est, n_frames))
     out.update(clustering_scores(ref, est))
+    out.update(register_scores(ref, est))
     out["k_correct"] = float(k_ref == k_est)
     out["k_est"] = float(k_est)
     return out

@@ -47,6 +47,27 @@ def bars_per_set(summary: dict[str, float], path: Path) -> Path:
     return _save(fig, path)
 
 
+def register_per_pair(pairs: dict[str, float], path: Path, limit: int = 24) -> Path:
+    """Per instrument pair (2-part clips, the pooled sets' worst separated first): separated note F
+    beside how far one pitch threshold explains the estimated tracks and the true parts. Where the
+    first register bar stands far above the second, the tracks follow register rather than timbre."""
+    plt = _plt()
+    keys = sorted({k.rsplit("/", 1)[0] for k in pairs}, key=lambda k: pairs[f"{k}/sep_note_f1"])[:limit]
+    labels = [f"{k.split('/')[3].replace('_and_', '+')} ({k.split('/')[1]})" for k in keys]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.32 * len(keys)))
+    y = np.arange(len(keys))
+    for i, (metric, name) in enumerate((("sep_note_f1", "separated note F"), ("register_est", "register: tracks"),
+                                        ("register_ref", "register: true parts"))):  # fmt: skip
+        ax.barh(y + (i - 1) * 0.27, [100 * pairs[f"{k}/{metric}"] for k in keys], 0.27, label=name)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("%")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def curves_per_k(summary: dict[str, float], path: Path, metric: str = "sep_note_f1") -> Path:
     """The metric against the number of instruments K, one line per set."""
     plt = _plt()

@@ -91,6 +91,39 @@ class EvalResult:
             out[f"eval/{name}/{kmix}/clips"] = float(len(rows))
         return out
 
+    def pair_summary(self) -> dict[str, float]:
+        """Means over each set's 2-part clips per pair of instrument families, e.g.
+        'eval/valid/pair/reed_and_strings/sep_note_f1': which timbres the model tells apart, and whether
+        register did it (register_est against register_ref)."""
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for r in self.rows:
+            if r["k"] == 2 and r.get("parts"):
+                groups.setdefault((r["set"], r["parts"]), []).append(r)
+        out: dict[str, float] = {}
+        for (name, parts), rows in sorted(groups.items()):
+            pair = parts.replace("+", "_and_")  # MLflow metric names take no '+'
+            for metric in PAIR_METRICS:
+                out[f"eval/{name}/pair/{pair}/{metric}"] = float(np.mean([r[metric] for r in rows]))
+            out[f"eval/{name}/pair/{pair}/clips"] = float(len(rows))
+        return out
+
+    def pair_markdown(self) -> str:
+        """The per-pair table, worst separated first; empty without 2-part clips."""
+        s = self.pair_summary()
+        keys = sorted({k.rsplit("/", 1)[0] for k in s}, key=lambda k: (k.split("/")[1], s[f"{k}/sep_note_f1"]))
+        if not keys:
+            return ""
+        lines = ["Per pair of instrument families (GM), 2-part clips; register_est/register_ref: the share of "
+                 "notes that one pitch threshold puts in their estimated track / true part (est well above ref: "
+                 "the tracks follow register, not timbre).", "",
+                 "| set | pair | clips | " + " | ".join(PAIR_METRICS) + " |", "|---|---|---|" + "---|" * len(PAIR_METRICS)]  # fmt: skip
+        for key in keys:
+            _, name, _, pair = key.split("/")
+            parts = pair.replace("_and_", "+")
+            cells = " | ".join(f"{100 * s[f'{key}/{m}']:.1f}" for m in PAIR_METRICS)
+            lines.append(f"| {name} | {parts} | {int(s[f'{key}/clips'])} | {cells} |")
+        return "\n".join(lines) + "\n"
+
     def markdown(self) -> str:
         s = self.summary()
         how = (f"tuned on `{self.config.tune_on}` ({self.tuned.clips} clips) before any set was scored"
@@ -121,7 +154,8 @@ class EvalResult:
             cells = " | ".join(f"{100 * s[f'{key}/{m}']:.1f}" for m in TABLE_METRICS)
             label = f"{name} (tuning set)" if self.tuned and name == self.config.tune_on else name
             lines.append(f"| {label} | {kmix} | {int(s[f'{key}/clips'])} | {cells} |")
-        return "\n".join(lines) + "\n"
+        pairs = self.pair_markdown()
+        return "\n".join(lines) + "\n" + ("\n" + pairs if pairs else "")
 
     def csv(self) -> str:
         buf = io.StringIO()
@@ -134,8 +168,14 @@ class EvalResult:
 
 METRICS = ("frame_precision", "frame_recall", "frame_f1", "frame_accuracy", "note_precision", "note_recall",
            "note_f1", "note_offset_f1", "sep_note_f1", "sep_frame_f1", "cluster_purity", "cluster_ari",
-           "k_correct", "k_est")  # fmt: skip
-TABLE_METRICS = ("frame_f1", "note_f1", "sep_note_f1", "cluster_purity", "k_correct")
+           "k_correct", "k_est", "register_est", "register_ref")  # fmt: skip
+TABLE_METRICS = ("frame_f1", "note_f1", "sep_note_f1", "cluster_purity", "k_correct", "register_est", "register_ref")
+PAIR_METRICS = ("sep_note_f1", "cluster_purity", "register_est", "register_ref")
+
+
+def part_families(clip) -> str:
+    """The GM families of the parts that play in the clip, sorted and joined: 'reed+strings'."""
+    return "+".join(sorted(clip.stems[i].gm_family for i in {n.stem for n in clip.notes}))
 
 
 def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], list[dict]]:
@@ -159,7 +199,8 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
         u = pooled[params.pool_power]
         est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params, frame.shape[1])
         scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
-        rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, **{m: scores[m] for m in METRICS}})
+        rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, "parts": part_families(clip),
+                     **{m: scores[m] for m in METRICS}})  # fmt: skip
         extras.append({"set": clip.split, "clip": clip.id, "ref": clip.notes, "est": est,
                        **_matched_embeddings(clip, est, u)})  # fmt: skip
     return rows, extras
@@ -378,7 +419,7 @@ def write_report(result: EvalResult, out_dir: str) -> list[str]:
     files = {
         "summary.md": "# Evaluation\n\n" + result.markdown() + ("\n" + listing + "\n" if listing else ""),
         "clips.csv": result.csv(),
-        "metrics.json": json.dumps({"config": asdict(result.config), "summary": result.summary(),
+        "metrics.json": json.dumps({"config": asdict(result.config), "summary": result.summary() | result.pair_summary(),
                                     "tuned": asdict(result.tuned) if result.tuned else None}, indent=1),  # fmt: skip
     }
     paths = []
@@ -400,6 +441,8 @@ def write_figures(result: EvalResult, out_dir: str, max_points: int = 2000) -> l
     out = Path(out_dir)
     summary = result.summary()
     paths = [plots.bars_per_set(summary, out / "bars_per_set.png"), plots.curves_per_k(summary, out / "per_k.png")]
+    if pairs := result.pair_summary():
+        paths.append(plots.register_per_pair(pairs, out / "register_per_pair.png"))
     emb = [e for e in result.extras if len(e["labels"])]
     if emb:
         vectors = np.concatenate([e["emb"] for e in emb])
