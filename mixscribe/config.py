@@ -50,9 +50,16 @@ class GeneratorConfig:
     # share of stems played as one monophonic line (no overlaps, no chord chains), as the voices of a
     # chorale or a quartet are; 0 keeps the paper's generator and its draws exactly
     line_prob: float = 0.0
+    # Share of clips whose stems all play inside one shared pitch window (each within its own program's
+    # range), so their lines cross and register cannot tell them apart; every clip of the same-register
+    # split does. 0 keeps every stem in its program's whole range, and the draws as they were.
+    shared_register_prob: float = 0.0
+    register_window: int = 19  # semitones of the shared window (an octave and a fifth)
 
     def validate(self) -> None:
         _check(self.clip_frames >= 32, "generator.clip_frames", "must be >= 32")
+        _check(0 <= self.shared_register_prob <= 1, "generator.shared_register_prob", "must be in [0, 1]")
+        _check(7 <= self.register_window <= 48, "generator.register_window", "must be in [7, 48] semitones")
         _check(len(self.octave_weights) == 7, "generator.octave_weights", "needs 7 weights")
         _check(all(w >= 0 for w in self.octave_weights), "generator.octave_weights", "must be >= 0")
         _check(0 <= self.near_prob <= 1, "generator.near_prob", "must be in [0, 1]")
@@ -107,7 +114,9 @@ class RenderConfig:
         _check(self.target_rms_dbfs < 0, "render.target_rms_dbfs", "must be < 0")
 
 
-SPLITS = ("train", "valid", "unseen-soundfont", "unseen-family")
+# same-register: the valid split's instruments (seen in training, new clips), every clip's stems in one
+# shared pitch window: what the model separates when register cannot help.
+SPLITS = ("train", "valid", "unseen-soundfont", "unseen-family", "same-register")
 
 
 @dataclass(frozen=True)

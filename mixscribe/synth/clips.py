@@ -65,6 +65,7 @@ def build_pools(
         elif not unseen_sf and not unseen_gm:
             pools["train"].append(cand)
             pools["valid"].append(cand)
+            pools["same-register"].append(cand)
 
     for entry in entries:
         table = renderer.presets(entry.id)
@@ -99,7 +100,7 @@ class ClipMaker:
         self.pools = build_pools(cfg, entries, renderer)
 
     def _draw(self, rng: np.random.Generator, pool: list[Candidate], taken: list[Candidate],
-              tried: set[Candidate]) -> Candidate | None:  # fmt: skip
+              tried: set[Candidate], window: tuple[int, int] | None = None) -> Candidate | None:  # fmt: skip
         used_programs = {c.gm_program for c in taken}
         used_families = {c.gm_family for c in taken}
         options = [
@@ -108,6 +109,7 @@ class ClipMaker:
             if c not in tried
             and c.gm_program not in used_programs
             and not (self.cfg.distinct_gm_family and c.gm_family in used_families)
+            and (window is None or self._fits(c, window))
         ]
         share = self.cfg.procedural.share
         if share > 0 and self.cfg.procedural.enabled:
@@ -117,10 +119,28 @@ class ClipMaker:
                 options = generated if rng.random() < share else sampled
         return options[int(rng.integers(len(options)))] if options else None
 
+    def _fits(self, cand: Candidate, window: tuple[int, int]) -> bool:
+        """Whether the program can play at least half of the shared window."""
+        low, high = program_range(cand.gm_program, self.cfg.generator.use_program_ranges)
+        return min(high, window[1]) - max(low, window[0]) >= (window[1] - window[0]) // 2
+
+    def _shared_window(self, index: int, split: str, first: Candidate) -> tuple[int, int] | None:
+        """The clip's shared pitch window, placed inside the first stem's range, or None (each stem in
+        its own range). Drawn from a stream of its own: clips without one keep their old draws."""
+        gen = self.cfg.generator
+        rng = clip_rng(self.cfg.seed, index, 2)
+        if split != "same-register" and not rng.random() < gen.shared_register_prob:
+            return None
+        low, high = program_range(first.gm_program, gen.use_program_ranges)
+        width = min(gen.register_window, high - low)
+        lo = int(rng.integers(low, high - width + 1))
+        return lo, lo + width
+
     def make(self, index: int) -> Clip:
         cfg, gen = self.cfg, self.cfg.generator
         split = assign_split(cfg, index)
         pick = clip_rng(cfg.seed, index, 1)
+        window: tuple[int, int] | None = None
         n_stems = int(pick.integers(cfg.stems_min, cfg.stems_max + 1))
         num_samples = gen.clip_frames * HOP
         stems: list[Stem] = []
@@ -130,11 +150,15 @@ class ClipMaker:
         tried: set[Candidate] = set()
         for k in range(n_stems):
             for attempt in range(cfg.max_draw_attempts):
-                cand = self._draw(pick, self.pools[split], taken, tried)
+                cand = self._draw(pick, self.pools[split], taken, tried, window)
                 if cand is None:
                     break
                 tried.add(cand)
                 low, high = program_range(cand.gm_program, gen.use_program_ranges)
+                if not stems:
+                    window = self._shared_window(index, split, cand)
+                if window is not None:
+                    low, high = max(low, window[0]), min(high, window[1])
                 perf = generate_performance(gen, low, high, clip_rng(cfg.seed, index, 100 + 16 * k + attempt))
                 if not perf.notes:
                     continue
