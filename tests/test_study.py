@@ -167,3 +167,24 @@ def test_lines_study_preset_continues_both_branches_on_line_stems(tmp_path):
     assert (plan.synth.generator.line_prob, default.synth.generator.line_prob) == (0.5, 0.0)
     assert (plan.train_for("amt").epochs, plan.train_for("encoder").epochs) == (3, 5)
     assert plan.train == default.train
+
+
+def test_register_study_preset_varies_only_where_register_comes_from(tmp_path):
+    """study-register: every arm adds the same-register split to data and evaluation; remix changes only
+    train.register_match_prob, synth only generator.shared_register_prob."""
+    import yaml
+
+    from mixscribe.pipeline import load_plan
+
+    study = load_study("mixscribe/presets/study-register.yaml")
+    plans = {}
+    for arm in study.arms:
+        path = tmp_path / f"{arm}.yaml"
+        path.write_text(yaml.safe_dump(fold_config(study, "opl3", arm)))
+        plans[arm] = load_plan(str(path))
+    without, remix, synth = plans["without"], plans["remix"], plans["synth"]
+    assert "same-register" in without.evaluate.sets and without.synth.splits.fractions["same-register"] > 0
+    assert (without.train.register_match_prob, remix.train.register_match_prob) == (0.0, 0.5)
+    assert remix.synth == without.synth and synth.train == without.train
+    assert (without.synth.generator.shared_register_prob, synth.synth.generator.shared_register_prob) == (0.0, 0.5)
+    assert synth.synth.splits.holdout_sf_family == "opl3"

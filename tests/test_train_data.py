@@ -93,6 +93,35 @@ def test_same_family_mixtures_have_distinct_programs_at_the_asked_rate():
     assert plain[0] == plain[1] and len({s.gm_family for s in plain[0]}) == 3
 
 
+def test_register_matched_mixtures_share_a_register_at_the_asked_rate():
+    """register_match_prob: stems of different families whose median pitches lie within
+    register_semitones of each other's first, at that rate; prob 0 draws exactly as before."""
+    import dataclasses
+
+    rng = np.random.default_rng(2)
+    clips = []
+    families = ["reed", "strings", "piano", "brass", "pipe", "guitar"]
+    for i in range(24):  # each family in a low, a middle and a high register (36, 60, 84) and between
+        pitch = 36 + 12 * (i % 5)
+        pcm = (rng.normal(size=64 * HOP) * 3000).astype(np.int16)
+        stem = Stem(pcm, "timgm6mb", "tim", 0, i, "x", i, families[i % len(families)], 1.0)
+        notes = [Note(4 * F, 20 * F, pitch - 2, 100, 0), Note(24 * F, 40 * F, pitch + 2, 100, 0)]
+        clips.append(Clip(f"c{i}", i, "train", SAMPLE_RATE, 64 * HOP, [stem], notes))
+    cfg = RemixConfig(crop_frames=32, k_weights=(0, 1.0))  # K = 2
+    remixer = Remixer(clips, dataclasses.replace(cfg, register_match_prob=0.5, register_semitones=6), seed=0)
+    assert [r.pitch for r in remixer.stems[:3]] == [36.0, 48.0, 60.0]
+    matched = 0
+    for i in range(400):
+        stems = remixer.example(0, i).stems
+        assert len(stems) == 2 and stems[0].gm_family != stems[1].gm_family
+        matched += abs(stems[0].pitch - stems[1].pitch) <= 6
+    plain = Remixer(clips, cfg, seed=0)
+    by_chance = np.mean([abs(a.pitch - b.pitch) <= 6 for a, b in (plain.example(0, i).stems for i in range(400))])
+    assert 0.5 + 0.4 * by_chance < matched / 400 < 0.6 + 0.5 * by_chance  # half always, the rest by chance
+    zero = Remixer(clips, dataclasses.replace(cfg, register_match_prob=0.0), seed=0)
+    assert [zero.example(0, i).stems for i in range(20)] == [plain.example(0, i).stems for i in range(20)]
+
+
 def test_remixed_targets_follow_the_crop():
     clips = fake_clips(1)
     remixer = Remixer(clips, RemixConfig(crop_frames=64, k_weights=(1.0,), noise_std=0.0), seed=0)

@@ -62,6 +62,7 @@ class StemRef:
     stem: int
     gm_family: str
     gm_program: int = -1
+    pitch: float = float("nan")  # median MIDI pitch of the stem's notes: its register
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,16 @@ class RemixConfig:
     # Chance that a mixture's stems share one GM family (distinct programs: violin + viola + cello,
     # clarinet + sax + bassoon); otherwise every stem is of another family. 0: never (the paper's rule).
     same_family_prob: float = 0.0
+    # Chance that a mixture's stems (of different families) all sit in one register: each stem's median
+    # pitch within register_semitones of the first's, so pitch alone cannot tell them apart. 0: never.
+    register_match_prob: float = 0.0
+    register_semitones: float = 6.0
     augment: AugmentConfig = AugmentConfig(enabled=False)  # realism transforms, before the noise
+
+
+def _median_pitch(notes: list[Note], stem: int) -> float:
+    pitches = [n.pitch for n in notes if n.stem == stem]
+    return float(np.median(pitches)) if pitches else float("nan")
 
 
 def load_split(shards: str, split: str) -> list:
@@ -113,7 +123,8 @@ class Remixer:
 
     def __init__(self, clips: list, cfg: RemixConfig = RemixConfig(), seed: int = 0):
         self.clips, self.cfg, self.seed = clips, cfg, seed
-        self.stems = [StemRef(i, j, s.gm_family, s.gm_program) for i, c in enumerate(clips) for j, s in enumerate(c.stems)]
+        self.stems = [StemRef(i, j, s.gm_family, s.gm_program, _median_pitch(c.notes, j))
+                      for i, c in enumerate(clips) for j, s in enumerate(c.stems)]  # fmt: skip
         if not self.stems:
             raise ValueError("no stems to remix")
         self.by_family: dict[str, list[StemRef]] = {}  # in stem order: the draws index into these
@@ -125,6 +136,8 @@ class Remixer:
     def _draw_stems(self, rng: np.random.Generator, k: int) -> list[StemRef]:
         if k >= 2 and self.cfg.same_family_prob > 0 and self.shared_families and rng.random() < self.cfg.same_family_prob:
             return self._draw_one_family(rng, k)
+        if k >= 2 and self.cfg.register_match_prob > 0 and rng.random() < self.cfg.register_match_prob:
+            return self._draw_one_register(rng, k)
         k = min(k, len(self.families))
         families = rng.choice(self.families, size=k, replace=False)
         chosen = []
@@ -149,6 +162,20 @@ class Remixer:
         for fam in rng.choice(others, size=min(k - len(chosen), len(others)), replace=False):
             fam_pool = self.by_family[fam]
             chosen.append(fam_pool[int(rng.integers(len(fam_pool)))])
+        return chosen
+
+    def _draw_one_register(self, rng: np.random.Generator, k: int) -> list[StemRef]:
+        """Up to k stems of different families whose median pitches lie within cfg.register_semitones
+        of the first stem's: mixtures where the parts share a register, as real ensembles' often do,
+        and the embedding has to tell them apart by timbre. Fewer when no other family plays there."""
+        first = self.stems[int(rng.integers(len(self.stems)))]
+        chosen = [first]
+        for fam in rng.permutation([f for f in self.families if f != first.gm_family]):
+            near = [r for r in self.by_family[fam] if abs(r.pitch - first.pitch) <= self.cfg.register_semitones]
+            if near:
+                chosen.append(near[int(rng.integers(len(near)))])
+                if len(chosen) == k:
+                    break
         return chosen
 
     def example(self, epoch: int, index: int) -> Example:

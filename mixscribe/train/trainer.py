@@ -29,6 +29,8 @@ class TrainConfig:
     crop_frames: int = 256
     k_weights: tuple[float, ...] = (0.2, 0.4, 0.25, 0.15)
     same_family_prob: float = 0.0  # training mixtures whose stems share a GM family (RemixConfig); valid: never
+    register_match_prob: float = 0.0  # training mixtures whose stems share a register (RemixConfig); valid: never
+    register_semitones: float = 6.0
     seed: int = 0
     mixes_per_clip: int = 4  # mixtures drawn per stored clip on each pass over the data
     remix_pool_clips: int = 16  # clips per Ray Data remix batch: stems are mixed across this pool
@@ -83,6 +85,8 @@ def _validate(cfg: TrainConfig) -> None:
            "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
     _check(0 < cfg.data_cpus <= 64 and cfg.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
     _check(0 <= cfg.same_family_prob <= 1, "train.same_family_prob", "must be in [0, 1]")
+    _check(0 <= cfg.register_match_prob <= 1, "train.register_match_prob", "must be in [0, 1]")
+    _check(cfg.register_semitones >= 0, "train.register_semitones", "must be >= 0")
     _check(len(cfg.k_weights) >= 1 and min(cfg.k_weights) >= 0 and sum(cfg.k_weights) > 0, "train.k_weights",
            "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
     _check(cfg.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
@@ -313,7 +317,8 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
     uris = [reopenable_uri(fs, p) for p in paths]
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per worker floods the log
     remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment,
-                        same_family_prob=cfg.same_family_prob)  # fmt: skip
+                        same_family_prob=cfg.same_family_prob, register_match_prob=cfg.register_match_prob,
+                        register_semitones=cfg.register_semitones)  # fmt: skip
     items = remix_tasks(uris, train_clips, cfg.remix_pool_clips, passes_needed(cfg, train_clips), cfg.seed)
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         remix_files, batch_size=1, num_cpus=cfg.data_cpus,
