@@ -170,11 +170,44 @@ class ProceduralConfig:
 
 
 @dataclass(frozen=True)
+class TimbreConfig:
+    """More timbres from the catalog's own samples: a share of SoundFont stems rendered with their
+    preset's sound moved by offsets drawn per stem (mixscribe/synth/timbre.py): low-pass cutoff and
+    resonance, attack and release times, vibrato and tremolo depth, and a formant shift (the sample
+    of a key up to `formant_semitones` away, retuned to the written pitch). Every range is (low, high),
+    drawn uniformly; what was drawn is stored with the stem. prob 0 renders every stem as before."""
+
+    prob: float = 0.0
+    splits: tuple[str, ...] = ("train",)  # the other splits keep the presets' own sound: what they measure
+    filter_cents: tuple[float, float] = (-3600.0, 0.0)  # added to the preset's cutoff: down to 1/8 of it
+    filter_q_cb: tuple[float, float] = (0.0, 120.0)  # resonance added, centibels
+    attack_timecents: tuple[float, float] = (-600.0, 1200.0)  # 1200: twice the preset's attack time
+    release_timecents: tuple[float, float] = (-1200.0, 1200.0)
+    vibrato_cents: tuple[float, float] = (0.0, 25.0)  # vibrato LFO depth added to the pitch
+    tremolo_cb: tuple[float, float] = (0.0, 40.0)  # modulation LFO depth added to the volume
+    formant_semitones: int = 2
+
+    def validate(self) -> None:
+        _check(0 <= self.prob <= 1, "synth.timbre.prob", "must be in [0, 1]")
+        bad = [s for s in self.splits if s not in SPLITS]
+        _check(not bad, "synth.timbre.splits", f"unknown split(s) {bad}; known: {list(SPLITS)}")
+        for name, bound in (("filter_cents", 9600), ("filter_q_cb", 960), ("attack_timecents", 4800),
+                            ("release_timecents", 4800), ("vibrato_cents", 1200), ("tremolo_cb", 240)):  # fmt: skip
+            low, high = getattr(self, name)
+            _check(-bound <= low <= high <= bound, f"synth.timbre.{name}", f"needs -{bound} <= low <= high <= {bound}")
+        _check(self.filter_cents[1] <= 0, "synth.timbre.filter_cents", "must be <= 0 (a cutoff above the preset's adds nothing)")
+        _check(self.filter_q_cb[0] >= 0 and self.vibrato_cents[0] >= 0 and self.tremolo_cb[0] >= 0, "synth.timbre",
+               "filter_q_cb, vibrato_cents and tremolo_cb add depth: they must be >= 0")  # fmt: skip
+        _check(0 <= self.formant_semitones <= 12, "synth.timbre.formant_semitones", "must be in [0, 12]")
+
+
+@dataclass(frozen=True)
 class SynthConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
     procedural: ProceduralConfig = field(default_factory=ProceduralConfig)
+    timbre: TimbreConfig = field(default_factory=TimbreConfig)
     soundfonts: tuple[str, ...] = ()  # catalog ids; empty = every installed catalog entry
     programs: tuple[int, ...] = ()  # GM programs (0-based); empty = every pitched program
     stems_min: int = 1
@@ -195,6 +228,7 @@ class SynthConfig:
         self.render.validate()
         self.splits.validate()
         self.procedural.validate()
+        self.timbre.validate()
         _check(1 <= self.stems_min <= self.stems_max <= 8, "synth.stems_min", "needs 1 <= stems_min <= stems_max <= 8")
         bad = [p for p in self.programs if not 0 <= p <= 127]
         _check(not bad, "synth.programs", f"GM programs must be 0..127, got {bad}")

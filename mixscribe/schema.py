@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: stems carry instrument_params (procedural instruments)
+SCHEMA_VERSION = 3  # 2: stems carry instrument_params (procedural instruments); 3: and their timbre
+# Versions this code reads: a version-2 stem has no timbre field and reads as its preset as it is ("").
+READABLE_VERSIONS = (2, 3)
 SAMPLE_RATE = 22050
 HOP = 256
 MIDI_MIN, MIDI_MAX = 24, 107  # the model's 84 pitch rows
@@ -50,6 +52,7 @@ class Stem:
     gm_family: str
     gain: float  # loudness-normalisation gain that was applied before int16 quantisation
     instrument_params: str = ""  # JSON of a generated instrument's parameters (re-renderable); "" for SoundFonts
+    timbre: str = ""  # JSON of the offsets its SoundFont preset was rendered with (synth.timbre); "": none
 
     def audio(self) -> np.ndarray:
         return self.pcm.astype(np.float32) / 32768.0
@@ -106,6 +109,7 @@ STEM_TYPE = pa.struct(
         ("gm_family", pa.string()),
         ("gain", pa.float32()),
         ("instrument_params", pa.string()),
+        ("timbre", pa.string()),
     ]
 )
 DROPPED_TYPE = pa.struct(
@@ -170,6 +174,10 @@ def table_to_clips(table: pa.Table) -> list[Clip]:
     return [clip_from_row(r) for r in table.to_pylist()]
 
 
+def readable_versions() -> str:
+    return " or ".join(str(v) for v in READABLE_VERSIONS)
+
+
 def check_schema(schema: pa.Schema, where: str) -> None:
     """Refuse shards of another schema version, naming the file."""
     from mixscribe.errors import ShardError
@@ -178,8 +186,8 @@ def check_schema(schema: pa.Schema, where: str) -> None:
     version = meta.get(b"mixscribe.schema_version")
     if version is None:
         raise ShardError(f"{where}: not a mixscribe shard (no schema version in its metadata)")
-    if int(version) != SCHEMA_VERSION:
-        raise ShardError(f"{where}: schema version {int(version)}, this mixscribe reads {SCHEMA_VERSION}")
+    if int(version) not in READABLE_VERSIONS:
+        raise ShardError(f"{where}: schema version {int(version)}, this mixscribe reads {readable_versions()}")
     missing = [n for n in CLIP_SCHEMA.names if n not in schema.names]
     if missing:
         raise ShardError(f"{where}: missing fields {missing}")

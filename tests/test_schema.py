@@ -45,6 +45,25 @@ def test_schema_version_is_checked():
         check_schema(CLIP_SCHEMA.with_metadata({b"mixscribe.schema_version": b"99"}), "f.parquet")
     with pytest.raises(ShardError, match="not a mixscribe shard"):
         check_schema(pa.schema([("id", pa.string())]), "g.parquet")
-    assert SCHEMA_VERSION == 2  # 2 added stems' instrument_params: shard sets of version 1 are refused
-    with pytest.raises(ShardError, match="old.parquet: schema version 1, this mixscribe reads 2"):
+    assert SCHEMA_VERSION == 3  # 3 added stems' timbre; 2 (instrument_params) still reads, 1 is refused
+    with pytest.raises(ShardError, match="old.parquet: schema version 1, this mixscribe reads 2 or 3"):
         check_schema(CLIP_SCHEMA.with_metadata({b"mixscribe.schema_version": b"1"}), "old.parquet")
+
+
+def test_version_2_shards_read_as_stems_without_timbre(tmp_path):
+    """A shard written before stems had a timbre field: same rows, that field absent from the struct."""
+    table = clips_to_table([make_clip(0)])
+    stems = table.column("stems").to_pylist()
+    old_stem = pa.struct([f for f in CLIP_SCHEMA.field("stems").type.value_type if f.name != "timbre"])
+    for row in stems:
+        for s in row:
+            del s["timbre"]
+    v2 = pa.schema([pa.field("stems", pa.list_(old_stem)) if f.name == "stems" else f for f in CLIP_SCHEMA],
+                   metadata={b"mixscribe.schema_version": b"2"})  # fmt: skip
+    old = pa.Table.from_pydict({**table.to_pydict(), "stems": stems}, schema=v2)
+    pq.write_table(old, tmp_path / "v2.parquet")
+    back = pq.read_table(tmp_path / "v2.parquet")
+    check_schema(back.schema, "v2.parquet")
+    clip = table_to_clips(back)[0]
+    assert [s.timbre for s in clip.stems] == ["", ""]
+    np.testing.assert_array_equal(clip.stems[1].pcm, make_clip(0).stems[1].pcm)

@@ -3,6 +3,8 @@ on the tiny preset (slow: two whole pipelines)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mixscribe.evaluate.study import StudyConfig, fold_config, heatmap, load_study, matrix_from_metrics
@@ -188,3 +190,22 @@ def test_register_study_preset_varies_only_where_register_comes_from(tmp_path):
     assert remix.synth == without.synth and synth.train == without.train
     assert (without.synth.generator.shared_register_prob, synth.synth.generator.shared_register_prob) == (0.0, 0.5)
     assert synth.synth.splits.holdout_sf_family == "opl3"
+
+
+def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
+    import yaml
+
+    from mixscribe.pipeline import load_plan
+
+    study = load_study("mixscribe/presets/study-timbre.yaml")
+    plans = {}
+    for arm in study.arms:
+        path = tmp_path / f"{arm}.yaml"
+        path.write_text(yaml.safe_dump(fold_config(study, "fluidr3", arm)))
+        plans[arm] = load_plan(str(path))
+    without, varied = plans["without"], plans["varied"]
+    assert (without.synth.timbre.prob, varied.synth.timbre.prob) == (0.0, 0.5)
+    assert varied.synth.timbre.splits == ("train",)
+    assert varied.train == without.train and varied.evaluate == without.evaluate
+    assert dataclasses.replace(varied.synth, timbre=without.synth.timbre) == without.synth
+    assert varied.synth.splits.holdout_sf_family == "fluidr3" and "same-register" in varied.evaluate.sets

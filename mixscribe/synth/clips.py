@@ -13,6 +13,7 @@ from mixscribe.synth.catalog import SoundFontEntry
 from mixscribe.synth.generator import generate_performance
 from mixscribe.synth.instruments import PITCHED_PROGRAMS, gm_family, program_range
 from mixscribe.synth.render import Instrument, Renderer
+from mixscribe.synth.timbre import Timbre, draw_timbre
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,15 @@ class ClipMaker:
         lo = int(rng.integers(low, high - width + 1))
         return lo, lo + width
 
+    def _timbre(self, index: int, split: str, cand: Candidate, draw: int) -> Timbre | None:
+        """The stem's timbre offsets, or None (its preset as it is). Only SoundFont presets have
+        generators to move; drawn from a stream of its own, so other stems keep their draws."""
+        cfg = self.cfg.timbre
+        if cfg.prob <= 0 or split not in cfg.splits or cand.sf_family == PROCEDURAL_FAMILY:
+            return None
+        rng = clip_rng(self.cfg.seed, index, 300 + draw)
+        return draw_timbre(cfg, rng) if rng.random() < cfg.prob else None
+
     def make(self, index: int) -> Clip:
         cfg, gen = self.cfg, self.cfg.generator
         split = assign_split(cfg, index)
@@ -162,7 +172,8 @@ class ClipMaker:
                 perf = generate_performance(gen, low, high, clip_rng(cfg.seed, index, 100 + 16 * k + attempt))
                 if not perf.notes:
                     continue
-                out = self.renderer.render(cand.instrument, perf, num_samples)
+                timbre = self._timbre(index, split, cand, 16 * k + attempt)
+                out = self.renderer.render(cand.instrument, perf, num_samples, timbre)
                 if out.problem:
                     ins = cand.instrument
                     dropped.append(DroppedStem(ins.soundfont, ins.bank, ins.preset, out.problem))
@@ -181,6 +192,7 @@ class ClipMaker:
                         gm_family=cand.gm_family,
                         gain=out.gain,
                         instrument_params=self.renderer.params(cand.instrument),
+                        timbre=timbre.to_json() if timbre else "",
                     )
                 )
                 notes.extend(

@@ -40,7 +40,7 @@ from mixscribe.fsio import (
     resolve,
 )
 from mixscribe.raycluster import node_id
-from mixscribe.schema import CLIP_SCHEMA, SCHEMA_VERSION, check_schema
+from mixscribe.schema import CLIP_SCHEMA, READABLE_VERSIONS, SCHEMA_VERSION, check_schema, readable_versions
 from mixscribe.synth import catalog
 from mixscribe.synth.clips import clip_id
 
@@ -433,9 +433,9 @@ def read_manifest(shards: str) -> tuple[pafs.FileSystem, str, dict]:
         manifest = read_json(fs, path)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ShardError(f"{path}: corrupt manifest ({exc})") from exc
-    if manifest.get("schema_version") != SCHEMA_VERSION:
+    if manifest.get("schema_version") not in READABLE_VERSIONS:
         raise ShardError(
-            f"{path}: schema version {manifest.get('schema_version')}, this mixscribe reads {SCHEMA_VERSION}"
+            f"{path}: schema version {manifest.get('schema_version')}, this mixscribe reads {readable_versions()}"
         )
     return fs, root, manifest
 

@@ -241,7 +241,8 @@ class ProceduralRenderer:
     def params(self, instrument) -> str:
         return self.instrument(instrument.bank, instrument.preset).to_json()
 
-    def render(self, instrument, perf: Performance, num_samples: int):
+    def render(self, instrument, perf: Performance, num_samples: int, timbre=None):
+        """timbre (a SoundFont generator offset) does not apply: a generated instrument is its own variety."""
         from mixscribe.synth.render import normalise_and_check
 
         ins = self.instrument(instrument.bank, instrument.preset)
@@ -276,5 +277,5 @@ class MixedRenderer:
     def params(self, instrument) -> str:
         return self._for(instrument.soundfont).params(instrument)
 
-    def render(self, instrument, perf: Performance, num_samples: int):
-        return self._for(instrument.soundfont).render(instrument, perf, num_samples)
+    def render(self, instrument, perf: Performance, num_samples: int, timbre=None):
+        return self._for(instrument.soundfont).render(instrument, perf, num_samples, timbre)

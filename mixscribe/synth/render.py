@@ -18,6 +18,7 @@ from mixscribe.errors import SoundFontError
 from mixscribe.schema import HOP, SAMPLE_RATE
 from mixscribe.synth.catalog import SoundFontEntry
 from mixscribe.synth.generator import Performance
+from mixscribe.synth.timbre import Timbre
 
 FLUSH_SAMPLES = 1024  # a multiple of FluidSynth's 64-sample block
 MELODIC_CHANNELS = tuple(c for c in range(16) if c != 9)  # channel 10 is drums in GM
@@ -44,7 +45,9 @@ class Renderer(Protocol):
 
     def presets(self, soundfont: str) -> dict[tuple[int, int], str]: ...
 
-    def render(self, instrument: Instrument, performance: Performance, num_samples: int) -> RenderedStem: ...
+    # timbre: offsets to a SoundFont preset's generators (None: the preset as it is); other sources ignore it
+    def render(self, instrument: Instrument, performance: Performance, num_samples: int,
+               timbre: Timbre | None = None) -> RenderedStem: ...  # fmt: skip
 
     def params(self, instrument: Instrument) -> str: ...  # what re-renders a generated instrument; "" otherwise
 
@@ -58,6 +61,8 @@ def _bind_float_writer():
     fl.fluid_synth_write_float.restype = ctypes.c_int
     fl.fluid_synth_set_interp_method.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     fl.fluid_synth_set_interp_method.restype = ctypes.c_int
+    fl.fluid_synth_set_gen.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_float]
+    fl.fluid_synth_set_gen.restype = ctypes.c_int
     return fl
 
 
@@ -148,6 +153,14 @@ class FluidSynthRenderer:
                 )
         self._flush()
 
+    def _set_timbre(self, timbre: Timbre) -> None:
+        """Every melodic channel's generator offsets, set after the controller reset (which clears them)
+        and before the first note; all zero (the neutral Timbre) leaves the output bit for bit as without."""
+        for ch in MELODIC_CHANNELS:
+            for gen, value in timbre.offsets().items():
+                if self._fl.fluid_synth_set_gen(self.synth.synth, ch, gen, value) != 0:
+                    raise SoundFontError(f"FluidSynth refused generator {gen} = {value} on channel {ch}")
+
     def _flush(self) -> None:
         """Render and discard until the synth is silent: state left by the previous stem (voices being
         killed, the partly consumed 64-sample block) must not leak into the next one."""
@@ -167,7 +180,8 @@ class FluidSynthRenderer:
         ev.sort(key=lambda e: (e[0], e[1], e[2][1]))
         return ev
 
-    def render_raw(self, instrument: Instrument, perf: Performance, num_samples: int) -> np.ndarray:
+    def render_raw(self, instrument: Instrument, perf: Performance, num_samples: int,
+                   timbre: Timbre | None = None) -> np.ndarray:  # fmt: skip
         """Dry float render at SAMPLE_RATE (anti-alias resampled when rendered higher), no normalisation."""
         rate = self.cfg.render_rate
         sfid = self._sfid(instrument.soundfont)
@@ -177,6 +191,9 @@ class FluidSynthRenderer:
                 f"program {instrument.preset}"
             )
         self._reset(sfid, instrument)
+        timbre = timbre or Timbre()
+        self._set_timbre(timbre)
+        key_shift = timbre.formant_semitones  # the sounding key; coarse tune brings it back to the pitch
         total = num_samples * rate // SAMPLE_RATE
         left = np.zeros(total, np.float32)
         right = np.zeros(total, np.float32)
@@ -202,11 +219,11 @@ class FluidSynthRenderer:
                 channel_of[arg], last_used[ch] = ch, sample
                 busy[ch] = busy.get(ch, 0) + 1
                 s.pitch_bend(ch, n.bend)
-                s.noteon(ch, n.pitch, n.velocity)
+                s.noteon(ch, n.pitch + key_shift, n.velocity)
             elif kind == "off" and arg in channel_of:
                 ch = channel_of.pop(arg)
                 busy[ch] -= 1
-                s.noteoff(ch, perf.notes[arg].pitch)
+                s.noteoff(ch, perf.notes[arg].pitch + key_shift)
         mono = (left + right) * 0.5
         if rate != SAMPLE_RATE:
             mono = resample_poly(mono, SAMPLE_RATE, rate).astype(np.float32)
@@ -215,8 +232,9 @@ class FluidSynthRenderer:
     def params(self, instrument: Instrument) -> str:
         return ""  # a SoundFont preset is named by (soundfont, bank, preset) alone
 
-    def render(self, instrument: Instrument, perf: Performance, num_samples: int) -> RenderedStem:
-        raw = self.render_raw(instrument, perf, num_samples)
+    def render(self, instrument: Instrument, perf: Performance, num_samples: int,
+               timbre: Timbre | None = None) -> RenderedStem:  # fmt: skip
+        raw = self.render_raw(instrument, perf, num_samples, timbre)
         return normalise_and_check(raw, perf, self.cfg)
 
 
