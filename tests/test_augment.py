@@ -6,8 +6,8 @@ import pytest
 from mixscribe.config import from_dict
 from mixscribe.errors import ConfigError
 from mixscribe.schema import SAMPLE_RATE
-from mixscribe.train.augment import AugmentConfig, augment
-from mixscribe.train.data import RemixConfig, Remixer
+from mixscribe.train.augment import AugmentConfig, augment, colour_stem
+from mixscribe.train.data import AUG_KEYS, RemixConfig, Remixer, examples_to_columns
 from tests.test_train_data import fake_clips
 
 ONLY = {name: 0.0 for name in ("p_reverb", "p_eq_tilt", "p_gain", "p_compressor")}
@@ -97,3 +97,44 @@ def test_bad_augment_config_names_the_field():
         AugmentConfig(p_reverb=1.5).validate()
     with pytest.raises(ConfigError, match="augment.room_size"):
         from_dict(AugmentConfig, {"room_size": [0.9, 0.1]}).validate()
+
+
+def test_stem_colour_reshapes_a_stems_spectrum_at_its_own_level():
+    noise = (np.random.default_rng(0).normal(size=SAMPLE_RATE) * 0.1).astype(np.float32)
+    cfg = AugmentConfig(**ONLY, p_stem_colour=1.0, stem_shelf_db=(0.0, 0.0), stem_peak_db=(9.0, 9.0),
+                        stem_peak_hz=(1000.0, 1000.0), stem_peak_q=(2.0, 2.0))  # fmt: skip
+    y, drawn = colour_stem(noise, 2, cfg, np.random.default_rng(1))
+    assert drawn["stem_colour_2_peak_hz"] == pytest.approx(1000.0) and drawn["stem_colour_2_peak_db"] == 9.0
+    share = band_energy(y, 800, 1250) / band_energy(y, 0, SAMPLE_RATE / 2)
+    assert share > 2.5 * band_energy(noise, 800, 1250) / band_energy(noise, 0, SAMPLE_RATE / 2)
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(noise**2)), rel=1e-3)
+    loud = np.clip(noise * 9, -1, 1)
+    assert np.abs(colour_stem(loud, 0, cfg, np.random.default_rng(1))[0]).max() <= 1.0
+    untouched, nothing = colour_stem(noise, 0, AugmentConfig(p_stem_colour=0.0), np.random.default_rng(1))
+    assert untouched is noise and nothing == {}
+
+
+def test_remixer_colours_stems_from_a_stream_of_its_own():
+    """Stem colour changes the audio and records a draw per coloured stem; the mixture's stems, crop,
+    gains, labels and every other draw stay what they were without it."""
+    clips = fake_clips()
+    base = AugmentConfig(p_reverb=1, p_eq_tilt=0, p_gain=1, p_compressor=0)
+    plain = Remixer(clips, RemixConfig(crop_frames=32, augment=base), seed=3)
+    coloured = Remixer(clips, RemixConfig(crop_frames=32, augment=AugmentConfig(**{**base.__dict__, "p_stem_colour": 1.0})), seed=3)
+    for i in range(6):
+        p, c = plain.example(0, i), coloured.example(0, i)
+        assert p.stems == c.stems and np.array_equal(p.gains, c.gains)
+        np.testing.assert_array_equal(p.targets.membership, c.targets.membership)
+        assert {k: v for k, v in c.augmentation.items() if not k.startswith("stem_colour")} == p.augmentation
+        assert {k.split("_")[2] for k in c.augmentation if k.startswith("stem_colour")} == {str(j) for j in range(len(c.stems))}
+        assert not np.allclose(p.audio, c.audio) and np.abs(c.audio).max() <= 1.0
+        np.testing.assert_array_equal(c.audio, coloured.example(0, i).audio)
+    columns = examples_to_columns([coloured.example(0, 0), plain.example(0, 0)], 32, 4)
+    assert AUG_KEYS[-1] == "stem_colour" and columns["aug"][:, -1].tolist() == [1, 0]
+
+
+def test_bad_stem_colour_config_names_the_field():
+    with pytest.raises(ConfigError, match="augment.p_stem_colour"):
+        AugmentConfig(p_stem_colour=2.0).validate()
+    with pytest.raises(ConfigError, match="augment.stem_peak_hz"):
+        AugmentConfig(stem_peak_hz=(100.0, 20000.0)).validate()

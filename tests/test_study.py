@@ -203,8 +203,10 @@ def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
         path = tmp_path / f"{arm}.yaml"
         path.write_text(yaml.safe_dump(fold_config(study, "fluidr3", arm)))
         plans[arm] = load_plan(str(path))
-    without, varied = plans["without"], plans["varied"]
+    without, varied, coloured = plans["without"], plans["varied"], plans["coloured"]
     assert (without.synth.timbre.prob, varied.synth.timbre.prob) == (0.0, 0.5)
+    assert (without.train.augment.p_stem_colour, coloured.train.augment.p_stem_colour) == (0.0, 0.5)
+    assert coloured.synth == without.synth and coloured.train.augment.p_reverb == without.train.augment.p_reverb
     assert varied.synth.timbre.splits == ("train",)
     assert varied.train == without.train and varied.evaluate == without.evaluate
     assert dataclasses.replace(varied.synth, timbre=without.synth.timbre) == without.synth

@@ -172,12 +172,12 @@ def test_remix_files_reads_shards_and_remixes_with_the_item_seed(tmp_path):
     import pyarrow.parquet as pq
 
     from mixscribe.schema import clips_to_table
-    from mixscribe.train.data import remix_files
+    from mixscribe.train.data import AUG_KEYS, remix_files
 
     clips = fake_clips(6)
     for i in range(2):
         pq.write_table(clips_to_table(clips[3 * i : 3 * i + 3]), tmp_path / f"p{i}.parquet")
     batch = {"paths": np.array([f"{tmp_path}/p0.parquet\n{tmp_path}/p1.parquet"]), "seed": np.array([11])}
     cols = remix_files(batch, "train", RemixConfig(crop_frames=32), mixes_per_clip=2)
-    assert cols["audio"].shape == (12, 32 * HOP) and cols["aug"].shape == (12, 4)
+    assert cols["audio"].shape == (12, 32 * HOP) and cols["aug"].shape == (12, len(AUG_KEYS)) == (12, 5)
     np.testing.assert_array_equal(cols["audio"], remix_files(batch, "train", RemixConfig(crop_frames=32), 2)["audio"])

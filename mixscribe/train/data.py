@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mixscribe.train.augment import TRANSFORMS, AugmentConfig, augment
+from mixscribe.train.augment import STEM_TRANSFORM, TRANSFORMS, AugmentConfig, augment, colour_stem
 
 from mixscribe.schema import HOP, MIDI_MAX, MIDI_MIN, SAMPLE_RATE, Note
 
@@ -190,12 +190,19 @@ class Remixer:
         gains = rng.uniform(cfg.gain_low, cfg.gain_high, len(refs)).astype(np.float32)
         audio = np.zeros(crop * HOP, np.float32)
         rolls = np.zeros((len(refs), N_PITCH, crop), np.uint8)
+        # Per-stem colour draws from a stream of its own: with it off, every other draw is as it was.
+        colour_rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index, 1]))
+        coloured: dict[str, float] = {}
         for i, r in enumerate(refs):
             clip = self.clips[r.clip]
-            audio += gains[i] * clip.stems[r.stem].audio()[start * HOP : (start + crop) * HOP]
+            stem, drawn = colour_stem(clip.stems[r.stem].audio()[start * HOP : (start + crop) * HOP], i, cfg.augment,
+                                      colour_rng)  # fmt: skip
+            coloured.update(drawn)
+            audio += gains[i] * stem
             rolls[i] = note_roll([n for n in clip.notes if n.stem == r.stem], crop, start)
         audio /= gains.sum()
         audio, drawn = augment(audio, cfg.augment, rng)
+        drawn = coloured | drawn
         audio += rng.normal(0, cfg.noise_std * rng.uniform(), audio.shape).astype(np.float32)
         return Example(audio, targets_from_rolls(rolls), tuple(refs), gains, drawn)
 
@@ -243,7 +250,8 @@ def verify_shards(shards: str, splits: tuple[str, ...]) -> tuple[object, dict[st
     return fs, paths, manifest
 
 
-AUG_KEYS = TRANSFORMS  # drawn keys start with the transform's name: reverb_..., eq_tilt_db, gain_db, compressor_...
+# drawn keys start with the transform's name: reverb_..., eq_tilt_db, gain_db, compressor_..., stem_colour_...
+AUG_KEYS = TRANSFORMS + (STEM_TRANSFORM,)
 
 
 def examples_to_columns(examples: list[Example], crop_frames: int, max_k: int) -> dict[str, np.ndarray]:
