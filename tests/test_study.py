@@ -29,6 +29,10 @@ def test_matrix_and_gap(tmp_path):
     assert m.sets == ["valid", "unseen-soundfont", "unseen-family"]
     assert m.gap("tim") == pytest.approx(0.3) and m.gap("opl3") == pytest.approx(0.5)
     assert "| tim | 80.0 | 50.0 | - | +30.0 |" in m.markdown()
+    assert m.rotation()[""]["valid"] == pytest.approx((0.75, 0.05))
+    assert m.rotation()[""]["unseen-soundfont"] == pytest.approx((0.35, 0.15))
+    assert "| mean over folds | 75.0 | 35.0 | 40.0 | +40.0 |" in m.markdown()
+    assert "| largest distance from the mean | ±5.0 | ±15.0 | ±0.0 | |" in m.markdown()
     assert m.csv().splitlines()[0] == "held_out_family,valid,unseen-soundfont,unseen-family,gap"
     assert heatmap(m, tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -87,6 +91,20 @@ def test_arm_comparison_reports_each_arm_and_its_change():
     assert "| tim | valid | 60.0 | 62.0 | +2.0 |" in text
     assert "| tim | unseen-soundfont | 30.0 | 45.0 | +15.0 |" in text
     assert "| tim | gap (seen - unseen SoundFont) | 30.0 | 17.0 | -13.0 |" in text
+    assert "| **mean over folds** | unseen-soundfont | 30.0 | 45.0 | +15.0 |" in text
+
+
+def test_arms_are_decided_on_the_mean_over_the_rotation():
+    """One fold favouring an arm does not decide: the mean over held-out families does."""
+    from mixscribe.evaluate.study import arm_comparison, decision
+
+    cfg = StudyConfig(name="p", holdout_families=("tim", "opl3"), arms={"a": {}, "b": {}}, metric="sep_note_f1",
+                      compare_metrics=("sep_note_f1",))  # fmt: skip
+    unseen = {"a/tim": 0.50, "b/tim": 0.60, "a/opl3": 0.40, "b/opl3": 0.20}
+    metrics = {k: {"eval/unseen-soundfont/all/sep_note_f1": v, "eval/valid/all/sep_note_f1": 0.7} for k, v in unseen.items()}
+    assert decision(cfg, metrics).startswith("Decision rule") and "Best: `a` (45.0; `b` 40.0)" in decision(cfg, metrics)
+    text = arm_comparison(cfg, metrics)
+    assert "| **mean over folds** | unseen-soundfont | 45.0 | 40.0 | -5.0 |" in text and "Best: `a`" in text
 
 
 def test_bad_arms(tmp_path):

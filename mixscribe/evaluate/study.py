@@ -91,12 +91,34 @@ class Matrix:
         r = self.rows[family]
         return r.get(SEEN, float("nan")) - r.get(UNSEEN, float("nan"))
 
+    def rotation(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """Per arm ("" without arms) and set: (mean over the held-out families, the largest distance of
+        one family from that mean). Decisions read the mean; the spread says whether one fold is off."""
+        groups: dict[str, list[dict[str, float]]] = {}
+        for label, r in self.rows.items():
+            groups.setdefault(label.rsplit("/", 1)[0] if "/" in label else "", []).append(r)
+        out: dict[str, dict[str, tuple[float, float]]] = {}
+        for arm, rows in groups.items():
+            out[arm] = {}
+            for name in self.sets:
+                values = [r[name] for r in rows if name in r]
+                if values:
+                    mean = sum(values) / len(values)
+                    out[arm][name] = (mean, max(abs(v - mean) for v in values))
+        return out
+
     def markdown(self) -> str:
         head = ["held-out family", *self.sets, "gap (seen - unseen SoundFont)"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for fam, r in self.rows.items():
             cells = [f"{100 * r[s]:.1f}" if s in r else "-" for s in self.sets]
             lines.append(f"| {fam} | " + " | ".join(cells) + f" | {100 * self.gap(fam):+.1f} |")
+        for arm, figures in self.rotation().items():
+            mean = [f"{100 * figures[s][0]:.1f}" if s in figures else "-" for s in self.sets]
+            spread = [f"±{100 * figures[s][1]:.1f}" if s in figures else "-" for s in self.sets]
+            gap = figures.get(SEEN, (float("nan"),))[0] - figures.get(UNSEEN, (float("nan"),))[0]
+            lines.append(f"| mean over folds{' (' + arm + ')' if arm else ''} | " + " | ".join(mean) + f" | {100 * gap:+.1f} |")
+            lines.append(f"| largest distance from the mean{' (' + arm + ')' if arm else ''} | " + " | ".join(spread) + " | |")
         return f"Generalisation matrix: {self.metric} (%), all K.\n\n" + "\n".join(lines) + "\n"
 
     def csv(self) -> str:
@@ -133,8 +155,29 @@ def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) 
                 cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * (v - values[0]):+.1f}" for v in values[1:]]
                 label = "gap (seen - unseen SoundFont)" if name == "gap" else name
                 lines.append(f"| {fam} | {label} | " + " | ".join(cells) + " |")
+        means = matrix_from_metrics({fold_label(a, f): fold_metrics[fold_label(a, f)] for a in arms
+                                     for f in cfg.holdout_families}, metric).rotation()  # fmt: skip
+        for name in matrices[arms[0]].sets:
+            values = [means[a].get(name, (float("nan"), 0.0))[0] for a in arms]
+            cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * (v - values[0]):+.1f}" for v in values[1:]]
+            lines.append(f"| **mean over folds** | {name} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
+    parts.insert(1, decision(cfg, fold_metrics) + "\n")
     return "\n".join(parts)
+
+
+def decision(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) -> str:
+    """The arm with the best mean over the rotation of the study's metric on the unseen-SoundFont sets:
+    the rule that decides, read from every held-out family at once rather than from one set."""
+    arms = list(cfg.arms)
+    means = matrix_from_metrics(fold_metrics, cfg.metric).rotation()
+    score = {a: means.get(a, {}).get(UNSEEN, (float("nan"), 0.0))[0] for a in arms}
+    ranked = sorted((a for a in arms if score[a] == score[a]), key=lambda a: -score[a])
+    if not ranked:
+        return f"No `{UNSEEN}` figures for `{cfg.metric}`: no decision."
+    best = ranked[0]
+    return (f"Decision rule: the best mean `{cfg.metric}` over the held-out families' `{UNSEEN}` sets. "
+            f"Best: `{best}` ({100 * score[best]:.1f}; " + ", ".join(f"`{a}` {100 * score[a]:.1f}" for a in ranked[1:]) + ").")
 
 
 def heatmap(matrix: Matrix, path: Path) -> Path:
@@ -201,6 +244,10 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
         m = matrix if metric == cfg.metric else matrix_from_metrics(fold_metrics, metric)
         figures |= {f"study/{f}/{s}/{metric}": v for f, r in m.rows.items() for s, v in r.items()}
         figures |= {f"study/{f}/gap/{metric}": m.gap(f) for f in m.rows}
+        for arm, sets in m.rotation().items():
+            prefix = f"study/{arm}/" if arm else "study/"
+            figures |= {f"{prefix}mean/{s}/{metric}": v[0] for s, v in sets.items()}
+            figures |= {f"{prefix}spread/{s}/{metric}": v[1] for s, v in sets.items()}
     tracking.log_metrics(mlf, sid, figures)
     tracking.log_artifacts(mlf, sid, paths, "matrix")
     tracking.finish(mlf, sid)
