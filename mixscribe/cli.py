@@ -355,7 +355,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
 def _cmd_chorales(args: argparse.Namespace) -> int:
     from mixscribe.evaluate.chorales import ChoraleConfig, build_chorale_set
 
-    cfg = ChoraleConfig(chorales=args.chorales, sf_family=args.family, max_seconds=args.max_seconds, seed=args.seed)
+    cfg = ChoraleConfig(chorales=args.chorales, sf_family=args.family, max_seconds=args.max_seconds, seed=args.seed,
+                        procedural_seed=args.procedural_seed)  # fmt: skip
     manifest = build_chorale_set(cfg, args.out)
     print(f"{manifest['num_clips']} chorale mixtures (2-, 3- and 4-part) -> {args.out}; "
           f"evaluate with: mixscribe evaluate --data {args.out} --sets chorales --tune-data TRAINING_SHARDS")  # fmt: skip
@@ -468,7 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("chorales", help="build the Bach chorale evaluation set (BACH10 instruments, held-out SoundFonts)")
     p.add_argument("--out", required=True, help="output folder or URI for the shard set")
     p.add_argument("--chorales", type=int, default=10, help="number of chorales (default: 10)")
-    p.add_argument("--family", default="tim", help="SoundFont family to render with (default: tim, held out by the presets)")
+    p.add_argument("--family", default="tim", help="SoundFont family to render with (default: tim, held out by the "
+                   "presets), or procedural: generated sustained instruments of the family's unseen stream")  # fmt: skip
+    p.add_argument("--procedural-seed", type=int, default=0, help="with --family procedural: the stream's seed "
+                   "(synth.procedural.seed of the training data; default: 0)")  # fmt: skip
     p.add_argument("--max-seconds", type=float, default=30.0, help="crop each chorale (0: whole; default: 30)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_chorales)

@@ -79,3 +79,26 @@ def test_evaluate_chorales_with_thresholds_tuned_on_another_shard_set(chorale_se
         assert f"| chorales | {k}mix |" in r.stdout
     r = run_cli("evaluate", "--checkpoint", GOLDEN, "--data", out, "--sets", "chorales", "--no-mlflow", "--out", str(tmp_path / "r2"))
     assert r.returncode == 2 and "no set 'valid'" in r.stderr.strip().splitlines()[-1]
+
+
+def test_procedural_family_chorales_are_played_by_four_generated_sustained_instruments(tmp_path):
+    """A rotation that holds out the procedural family gets chorales too: its unseen stream's
+    instruments, re-renderable from what each stem stores."""
+    from mixscribe.config import PROCEDURAL_FAMILY
+    from mixscribe.schema import table_to_clips
+    from mixscribe.synth.pipeline import read_clips_table
+    from mixscribe.synth.procedural import UNSEEN_BANK, ProceduralInstrument, instrument_set
+
+    cfg = ChoraleConfig(chorales=2, max_seconds=6.0, sf_family=PROCEDURAL_FAMILY, procedural_seed=5)
+    manifest = build_chorale_set(cfg, str(tmp_path / "proc"), log=lambda *_: None)
+    assert manifest["rows_per_split"] == {"chorales": 22} and manifest["soundfonts"] == {}
+    clips = table_to_clips(read_clips_table(str(tmp_path / "proc")))
+    unseen = {ins.id for ins in instrument_set(5, cfg.procedural_pool, "unseen")}
+    for full in (c for c in clips if c.id.endswith("-SATB")):
+        assert {s.sf_family for s in full.stems} == {PROCEDURAL_FAMILY} and {s.bank for s in full.stems} == {UNSEEN_BANK}
+        assert len({s.preset_name for s in full.stems}) == 4 and {s.preset_name for s in full.stems} <= unseen
+        assert all(ProceduralInstrument.from_json(s.instrument_params).kind == "sustained" for s in full.stems)
+        assert all(np.abs(s.audio()).max() > 0.01 for s in full.stems)
+    assert set(manifest["procedural_instruments"]) == {s.preset_name for c in clips for s in c.stems}
+    again = build_chorale_set(cfg, str(tmp_path / "again"), log=lambda *_: None)
+    assert [f["sha256"] for f in again["files"]] == [f["sha256"] for f in manifest["files"]]

@@ -1,5 +1,7 @@
 """Bach chorales as an evaluation set: real four-part writing, rendered part by part with the BACH10
 instrumentation from SoundFonts of a held-out family, mixed as BACH10's 2mix/3mix/4mix are built.
+Held out the procedural family, the parts are played by four generated sustained instruments (the
+family's unseen stream), so every family of a rotation has chorales of its own.
 
 Each chorale (music21's offline corpus) gets a tempo, light timing and velocity humanisation and one
 SoundFont of the family per part; its four parts are rendered once, then every 2-, 3- and 4-part
@@ -31,6 +33,10 @@ class ChoraleConfig:
     timing_jitter_ms: float = 12.0  # per-note onset/offset jitter (std), as players are not a grid
     velocity: tuple[int, int] = (64, 100)
     seed: int = 0
+    # sf_family "procedural": the parts' instruments come from the first `procedural_pool` instruments
+    # of the family's unseen stream under this seed (synth.procedural.seed: the unseen split's own)
+    procedural_seed: int = 0
+    procedural_pool: int = 64
 
     def __post_init__(self) -> None:
         from mixscribe.config import _check
@@ -38,6 +44,7 @@ class ChoraleConfig:
         _check(self.chorales >= 1, "chorales.chorales", "must be >= 1")
         _check(self.max_seconds >= 0, "chorales.max_seconds", "must be >= 0")
         _check(0 <= self.seed < 2**63, "chorales.seed", "must be in [0, 2^63)")
+        _check(self.procedural_pool >= len(PARTS), "chorales.procedural_pool", f"must be >= {len(PARTS)}")
 
 
 @dataclass(frozen=True)
@@ -92,9 +99,60 @@ def _performance(notes: list[PartNote], cfg: ChoraleConfig, rng: np.random.Gener
     return Performance(out, [], num_frames)
 
 
-def render_chorale(name: str, index: int, cfg: ChoraleConfig, renderer, entries) -> list[Clip]:
+@dataclass(frozen=True)
+class Voice:
+    """Who plays one part: what the renderer needs and what the stem records."""
+
+    soundfont: str
+    family: str
+    bank: int
+    preset: int
+    preset_name: str
+    gm_program: int
+    instrument_params: str = ""
+
+
+class SoundFontVoices:
+    """Each part on its BACH10 program, from a SoundFont of the family drawn per part."""
+
+    def __init__(self, renderer, entries) -> None:
+        self.renderer, self.entries = renderer, entries
+
+    def pick(self, part: int, rng: np.random.Generator, taken: list[Voice]) -> Voice:
+        label, program = PARTS[part]
+        entry = self.entries[int(rng.integers(len(self.entries)))]
+        name = self.renderer.presets(entry.id).get((0, program), label)
+        return Voice(entry.id, entry.family, 0, program, name, program)
+
+
+class ProceduralVoices:
+    """Each part on a generated sustained instrument (BACH10's are all bowed or blown), four distinct
+    per chorale, from the family's unseen stream."""
+
+    def __init__(self, renderer, cfg: ChoraleConfig) -> None:
+        from mixscribe.synth.procedural import UNSEEN_BANK
+
+        self.renderer, self.bank = renderer, UNSEEN_BANK
+        stream = renderer.streams[UNSEEN_BANK]
+        self.sustained = [i for i, ins in enumerate(stream) if ins.kind == "sustained"]
+        if len(self.sustained) < len(PARTS):
+            raise MixscribeError(f"chorales: only {len(self.sustained)} sustained instruments among the first "
+                                 f"{cfg.procedural_pool} generated ones; raise chorales.procedural_pool")  # fmt: skip
+
+    def pick(self, part: int, rng: np.random.Generator, taken: list[Voice]) -> Voice:
+        from mixscribe.config import PROCEDURAL_FAMILY
+        from mixscribe.synth.procedural import pseudo_program
+
+        free = [i for i in self.sustained if i not in {v.preset for v in taken}]
+        index = free[int(rng.integers(len(free)))]
+        ins = self.renderer.instrument(self.bank, index)
+        return Voice(PROCEDURAL_FAMILY, PROCEDURAL_FAMILY, self.bank, index, ins.id, pseudo_program(ins.id), ins.to_json())
+
+
+def render_chorale(name: str, index: int, cfg: ChoraleConfig, renderer, voices) -> list[Clip]:
     """Every 2-, 3- and 4-part combination of one chorale, each a clip."""
     from mixscribe.synth.instruments import gm_family
+    from mixscribe.synth.render import Instrument
 
     rng = np.random.default_rng([cfg.seed, index])
     bpm = float(rng.uniform(*cfg.tempo_bpm))
@@ -103,18 +161,17 @@ def render_chorale(name: str, index: int, cfg: ChoraleConfig, renderer, entries)
     if cfg.max_seconds:
         end = min(end, cfg.max_seconds)
     num_frames = seconds_to_frame(end) + 8
-    stems, notes = [], []
-    for (label, program), part in zip(PARTS, parts):
-        entry = entries[int(rng.integers(len(entries)))]
-        from mixscribe.synth.render import Instrument
-
+    stems, notes, taken = [], [], []
+    for i, ((label, _), part) in enumerate(zip(PARTS, parts)):
+        voice = voices.pick(i, rng, taken)
+        taken.append(voice)
         perf = _performance(part, cfg, rng, num_frames)
-        out = renderer.render(Instrument(entry.id, 0, program), perf, num_frames * HOP)
+        out = renderer.render(Instrument(voice.soundfont, voice.bank, voice.preset), perf, num_frames * HOP)
         if out.problem:
-            raise MixscribeError(f"chorales: {name} {label} on {entry.id} rendered {out.problem}")
-        presets = renderer.presets(entry.id)
-        stems.append(Stem(np.clip(np.rint(out.audio * 32767), -32768, 32767).astype(np.int16), entry.id, entry.family,
-                          0, program, presets.get((0, program), label), program, gm_family(program), out.gain))  # fmt: skip
+            raise MixscribeError(f"chorales: {name} {label} on {voice.preset_name} ({voice.soundfont}) rendered {out.problem}")
+        stems.append(Stem(np.clip(np.rint(out.audio * 32767), -32768, 32767).astype(np.int16), voice.soundfont,
+                          voice.family, voice.bank, voice.preset, voice.preset_name, voice.gm_program,
+                          gm_family(voice.gm_program), out.gain, voice.instrument_params))  # fmt: skip
         notes.append([Note(n.onset * HOP / SAMPLE_RATE, n.offset * HOP / SAMPLE_RATE, n.pitch, n.velocity) for n in perf.notes])
     clips = []
     short = name.split("/")[-1]
@@ -138,20 +195,29 @@ def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
     from mixscribe.synth.pipeline import MANIFEST, ClipsFolder, previous_manifest, write_shard
     from mixscribe.synth.render import FluidSynthRenderer, fluidsynth_version
 
-    entries = [e for e in catalog.select(()) if e.family == cfg.sf_family]
-    if not entries:
+    from mixscribe.config import PROCEDURAL_FAMILY, ProceduralConfig, RenderConfig
+    from mixscribe.synth.procedural import ProceduralRenderer
+
+    procedural = cfg.sf_family == PROCEDURAL_FAMILY
+    entries = [] if procedural else [e for e in catalog.select(()) if e.family == cfg.sf_family]
+    if not procedural and not entries:
         raise MixscribeError(f"chorales: no installed catalog SoundFont of family {cfg.sf_family!r}")
+    if procedural:
+        renderer = ProceduralRenderer(RenderConfig(), ProceduralConfig(unseen_instruments=cfg.procedural_pool,
+                                                                       seed=cfg.procedural_seed))  # fmt: skip
+        voices = ProceduralVoices(renderer, cfg)
+    else:
+        renderer = FluidSynthRenderer(RenderConfig(), entries)
+        voices = SoundFontVoices(renderer, entries)
     fs, root = resolve(out)
     ClipsFolder.survey(fs, root, previous_manifest(fs, root)).check(overwrite=False)  # nothing of the user's replaced
     ensure_writable_dir(fs, root)
     fs.create_dir(f"{root}/clips", recursive=True)
-    from mixscribe.config import RenderConfig
-
-    renderer = FluidSynthRenderer(RenderConfig(), entries)
-    files = []
+    files, generated = [], {}
     for i, name in enumerate(chorale_names(cfg.chorales)):
         renderer.restart()  # a fresh synth per chorale: output independent of what came before
-        clips = render_chorale(name, i, cfg, renderer, entries)
+        clips = render_chorale(name, i, cfg, renderer, voices)
+        generated |= {s.preset_name: s.instrument_params for c in clips for s in c.stems if s.instrument_params}
         info = write_shard(fs, f"{root}/clips", i, clips_to_table(clips))
         info["path"] = f"clips/{info['path'].rsplit('/', 1)[-1]}"
         files.append(info)
@@ -160,6 +226,7 @@ def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
         "schema_version": SCHEMA_VERSION, "kind": "chorales", "config": to_dict(cfg),
         "package_version": mixscribe.__version__, "fluidsynth_version": fluidsynth_version(),
         "soundfonts": {e.id: {"sha256": e.sha256, "family": e.family} for e in entries},
+        "procedural_instruments": dict(sorted(generated.items())),
         "num_clips": sum(len(f["ids"]) for f in files), "rows_per_split": {SPLIT: sum(len(f["ids"]) for f in files)},
         "files": files,
     }  # fmt: skip
