@@ -88,3 +88,21 @@ def test_pair_summary_and_table():
     table = result.pair_markdown().splitlines()
     assert table[-2].startswith("| valid | reed+strings | 2 | 60.0 | 70.0 | 95.0 | 80.0 |")  # worst first
     assert table[-1].startswith("| valid | brass+pipe | 1 | 90.0 |")
+
+
+def test_diagnose_register_preset_scores_with_the_shipped_models_stored_decoding():
+    """The preset's figures in the model card are the shipped model's own decoding: if the model or its
+    stored decoding changes, the preset (and the card's diagnosis) must be redone with it."""
+    import torch
+
+    from mixscribe.config import from_dict, load_preset
+    from mixscribe.evaluate.runner import EvalConfig
+    from mixscribe.model.checkpoint import DEFAULT_CHECKPOINT
+
+    stored = torch.load(DEFAULT_CHECKPOINT, weights_only=True)["extra"]["decode"]
+    preset = load_preset("diagnose-register")
+    cfg = from_dict(EvalConfig, preset["evaluate"], prefix="evaluate.")
+    cfg.validate()
+    assert {k: getattr(cfg, k) for k in stored if k != "k_model"} == {k: v for k, v in stored.items() if k != "k_model"}
+    synth = load_synth_config("diagnose-register")
+    assert set(synth.splits.fractions) == set(cfg.sets) == {"valid", "same-register"}
