@@ -21,6 +21,7 @@ def data(ray_local, tmp_path_factory):
 
 def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     from mixscribe.model import load_model
+    from mixscribe.model.checkpoint import load_checkpoint
 
     cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, crop_frames=96, workers=2, lr=3e-3)
     first = run_training(cfg, data, "run", str(tmp_path))
@@ -36,7 +37,11 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert [(h["epoch"], h["start_epoch"]) for h in read_history(resumed)] == [(0, 0), (1, 0), (2, 2)]
     with resumed.checkpoint.as_directory() as d:
         model = load_model(Path(d) / CHECKPOINT_FILE)
+        extra = load_checkpoint(Path(d) / CHECKPOINT_FILE)["extra"]
     assert 0.005 <= model.amt.affine.k.item() <= 3.0
+    per_epoch = 3 * 4 * 2  # steps x batch x workers
+    assert list(history["train/examples_seen"]) == [per_epoch, 2 * per_epoch]
+    assert resumed.metrics["train/examples_seen"] == 3 * per_epoch and extra["examples_seen"] == {"amt": 3 * per_epoch}
     kept = [p for p in (tmp_path / "run").iterdir() if p.is_dir() and p.name.startswith("checkpoint_")]
     assert 1 <= len(kept) <= cfg.num_to_keep
 
@@ -67,6 +72,24 @@ def test_compiled_auto_precision_training_says_what_it_ran(data, tmp_path):
     assert list(history["epoch"]) == [0, 1] and history["val/loss"].iloc[1] < history["val/loss"].iloc[0]
     tags = client.get_run(run.info.run_id).data.tags
     assert tags["train.precision_used"] == resolve_precision("auto") and tags["train.threads_per_worker"] == "1"
+
+
+def test_a_continuation_counts_examples_on_from_its_initial_checkpoint(data, tmp_path):
+    """The encoder stage started from an AMT checkpoint: the AMT count is carried, the encoder's starts;
+    a second continuation of the encoder counts on from the first's."""
+    from mixscribe.model.checkpoint import load_checkpoint
+
+    base = dict(epochs=1, steps_per_epoch=2, batch_size=4, valid_examples=4, crop_frames=96, workers=2, lr=3e-3)
+    amt = run_training(TrainConfig(**base), data, "amt", str(tmp_path))
+    with amt.checkpoint.as_directory() as d:
+        (tmp_path / "amt.pt").write_bytes((Path(d) / CHECKPOINT_FILE).read_bytes())
+    enc = run_training(TrainConfig(**base, stage="encoder", init_checkpoint=str(tmp_path / "amt.pt")), data, "enc", str(tmp_path))
+    assert enc.metrics["train/examples_seen"] == 16
+    with enc.checkpoint.as_directory() as d:
+        (tmp_path / "enc.pt").write_bytes((Path(d) / CHECKPOINT_FILE).read_bytes())
+    assert load_checkpoint(tmp_path / "enc.pt")["extra"]["examples_seen"] == {"amt": 16, "encoder": 16}
+    more = run_training(TrainConfig(**base, stage="encoder", init_checkpoint=str(tmp_path / "enc.pt")), data, "more", str(tmp_path))
+    assert more.metrics["train/examples_seen"] == 32
 
 
 def test_compile_without_a_compiler_is_refused_before_training(data, tmp_path, monkeypatch):

@@ -169,6 +169,17 @@ def read_history(result) -> list[dict]:
         return list(torch.load(os.path.join(d, STATE_FILE), weights_only=True).get("history", []))
 
 
+def examples_seen_before(init_checkpoint: str) -> dict[str, int]:
+    """Training examples each stage had seen in the checkpoint a run starts from ({} from scratch, or
+    for a checkpoint that predates the count): a continuation's learning curve goes on from there."""
+    from mixscribe.model.checkpoint import load_checkpoint
+
+    if not init_checkpoint:
+        return {}
+    seen = (load_checkpoint(init_checkpoint).get("extra") or {}).get("examples_seen") or {}
+    return {str(k): int(v) for k, v in seen.items()}
+
+
 def _loop(config: dict) -> None:
     import logging
     import time
@@ -207,6 +218,10 @@ def _loop(config: dict) -> None:
     batches = _batches(ray.train.get_dataset_shard("train"), cfg)
     tracker = _RankZeroTracker(config.get("mlflow"), rank)
     tracker.tag({"train.precision_used": precision, "train.threads_per_worker": str(torch.get_num_threads())})
+    before = examples_seen_before(cfg.init_checkpoint)
+    per_epoch = cfg.steps_per_epoch * cfg.batch_size * ctx.get_world_size()
+    if cfg.init_checkpoint and cfg.stage not in before:
+        tracker.tag({"train.examples_seen_before": "unknown (the initial checkpoint does not record it)"})
     progress = config.get("progress")
     nodes = _worker_nodes(ctx.get_world_size())
     for epoch in range(start_epoch, cfg.epochs):
@@ -236,6 +251,7 @@ def _loop(config: dict) -> None:
         metrics = {**{f"train/{k}": v for k, v in totals.items()}, **val, "epoch": epoch,
                    "train/lr": optimizer.param_groups[0]["lr"], "train/data_wait_frac": wait / elapsed,
                    "train/examples_per_s": cfg.steps_per_epoch * cfg.batch_size / elapsed,
+                   "train/examples_seen": before.get(cfg.stage, 0) + (epoch + 1) * per_epoch,
                    **{f"train/aug/{t}_frac": float(c) / (cfg.steps_per_epoch * cfg.batch_size)
                       for t, c in zip(AUG_KEYS, augmented)}}  # fmt: skip
         tracker.log(metrics, epoch)
@@ -243,7 +259,9 @@ def _loop(config: dict) -> None:
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
-                save_checkpoint(model, os.path.join(d, CHECKPOINT_FILE), extra={"epoch": epoch, "stage": cfg.stage})
+                seen = before | {cfg.stage: int(metrics["train/examples_seen"])}  # what each branch has trained on
+                save_checkpoint(model, os.path.join(d, CHECKPOINT_FILE),
+                                extra={"epoch": epoch, "stage": cfg.stage, "examples_seen": seen})  # fmt: skip
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
                             "history": history, "worker_nodes": nodes}, os.path.join(d, STATE_FILE))  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(d)
