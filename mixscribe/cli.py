@@ -296,14 +296,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from mixscribe.config import from_dict, load_preset
-    from mixscribe.evaluate.runner import EvalConfig, evaluate_checkpoint, write_report
+    from mixscribe.evaluate.runner import EvalConfig, evaluate_checkpoint, stored_decoding, write_report
 
-    cfg = from_dict(EvalConfig, dict(load_preset(args.config).get("evaluate") or {}), prefix="evaluate.")
+    section = dict(load_preset(args.config).get("evaluate") or {})
+    cfg = from_dict(EvalConfig, section, prefix="evaluate.")
     overrides = {"sets": tuple(args.sets) if args.sets else None, "k_mode": args.k,
                  "max_clips_per_set": args.max_clips, "backend": args.backend}  # fmt: skip
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if args.tune_on is not None:
         cfg = dataclasses.replace(cfg, tune_on=args.tune_on)
+    cfg, taken = stored_decoding(cfg, args.checkpoint, explicit=set(section))
+    if taken:
+        print(f"decoding: {', '.join(taken)} from {args.checkpoint} (fixed thresholds; set them in the "
+              "config's evaluate: section to override)")  # fmt: skip
     result = evaluate_checkpoint(args.checkpoint, args.data, cfg, tune_shards=args.tune_data)
     paths = write_report(result, args.out)
     if not args.no_mlflow:

@@ -199,3 +199,22 @@ def test_a_report_of_another_transcriber_claims_none_of_our_decoding():
     theirs = EvalResult(EvalConfig(), [row], label="Basic Pitch 0.4.0 (its own decoding)").markdown()
     assert ours.startswith("Thresholds: onset 0.5, frame 0.3 (notes longer than 7.5 frames, gaps up to 11 frames")
     assert theirs.startswith("Basic Pitch 0.4.0 (its own decoding); K given.") and "Thresholds" not in theirs
+
+
+def test_fixed_threshold_evaluation_decodes_a_packaged_model_as_it_transcribes():
+    """No tuning set: the shipped model's stored decoding is used where the config does not set a field;
+    a field the config sets wins; a checkpoint without stored decoding keeps the config's."""
+    from mixscribe.evaluate.runner import EvalConfig, stored_decoding
+    from mixscribe.model import load_model
+    from mixscribe.model.checkpoint import DEFAULT_CHECKPOINT
+
+    stored = load_model(DEFAULT_CHECKPOINT).decode_params
+    cfg, taken = stored_decoding(EvalConfig(tune_on="", onset_threshold=0.6), str(DEFAULT_CHECKPOINT), {"onset_threshold"})
+    assert cfg.onset_threshold == 0.6 and "onset_threshold" not in taken
+    assert (cfg.frame_threshold, cfg.pool_power, cfg.cluster_sharpness) == (stored.frame_threshold, stored.pool_power,
+                                                                            stored.cluster_sharpness)  # fmt: skip
+    assert {"frame_threshold", "pool_power", "cluster_sharpness", "k_model"} <= set(taken)
+    tuned, none = stored_decoding(EvalConfig(tune_on="valid"), str(DEFAULT_CHECKPOINT), set())
+    assert tuned == EvalConfig(tune_on="valid") and none == []  # tuning decides: nothing taken
+    plain, none = stored_decoding(EvalConfig(tune_on=""), "tests/data/golden.pt", set())
+    assert plain == EvalConfig(tune_on="") and none == []

@@ -273,6 +273,21 @@ def _set_tables(shards: str, names) -> dict:
     return out
 
 
+def stored_decoding(cfg: EvalConfig, checkpoint: str, explicit: set[str]) -> tuple[EvalConfig, list[str]]:
+    """With fixed thresholds (no tuning set), score a packaged model the way it transcribes: every
+    decoding field its checkpoint stores and the config does not set (`explicit`) is taken from the
+    checkpoint. Returns the config and the fields taken."""
+    from mixscribe.model import load_model
+
+    stored = load_model(checkpoint).decode_params
+    if cfg.tune_on or stored is None:
+        return cfg, []
+    names = {f.name for f in dataclasses.fields(EvalConfig)}
+    taken = [f.name for f in dataclasses.fields(stored) if f.name in names and f.name not in explicit
+             and getattr(stored, f.name) != getattr(cfg, f.name)]  # fmt: skip
+    return dataclasses.replace(cfg, **{name: getattr(stored, name) for name in taken}), taken
+
+
 def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConfig(),
                         tune_shards: str | None = None) -> EvalResult:  # fmt: skip
     """Every clip of every requested set, scored in parallel Ray tasks; errors come before any work.
