@@ -4,7 +4,7 @@ Audio-seconds rendered per CPU-second, where "audio" counts every stem rendered 
 synth renders). The bare rate is the limit: one FluidSynth rendering the very same notes and presets in
 a loop, nothing else. The pipeline's rate is audio / CPU-seconds of the whole machine during the job
 (psutil), Ray already running; scaling is the wall-time ratio of whole jobs, best of 2 (a noisy machine).
-Targets (issue 2): pipeline >= 70 % of the bare rate per CPU-second; 2 workers >= 1.7x one worker.
+Targets: pipeline >= 70 % of the bare rate per CPU-second; 2 workers >= 1.7x one worker.
 Usage: python benchmarks/synth_throughput.py [--clips 512] [--config demo]
 """
 
@@ -139,7 +139,7 @@ stem counts as audio. Bare = one FluidSynth rendering exactly the same notes and
 Pipeline = the whole `run_synth` job (Ray Data actors, normalisation and checks, int16, Parquet, commit,
 manifest; Ray already started), best of 2 runs. CPU-seconds are those of the whole machine (render actors,
 Ray's raylet and internal actors, the driver), read with psutil.
-Targets (issue 2): >= 70 % of bare per CPU-second; 2 workers >= 1.7x one.
+Targets: >= 70 % of bare per CPU-second; 2 workers >= 1.7x one.
 
 | what | wall (s) | audio-s per CPU-s used | vs bare | cores busy | audio-s per worker-s |
 |---|---|---|---|---|---|

@@ -4,7 +4,7 @@ side by side with Spotify's Basic Pitch where it installs (in its own venv, neve
 RTF = (inference + note creation + timbre clustering) / duration with the shipped default model, its
 stored thresholds and K = 3, one process per measurement (peak RSS is that process's ru_maxrss): the
 path `mixscribe transcribe -k 3` runs (backend auto: bf16 where the CPU has it), and beside it the
-float32 backend (onnxruntime) in the same run. Targets (issue 3): RTF <= 0.02; 600 s peak <= 1 GB and
+float32 backend (onnxruntime) in the same run. Targets: RTF <= 0.02; 600 s peak <= 1 GB and
 <= 1.5x the 60 s figure.
 Usage: python benchmarks/transcribe_speed.py [--no-basic-pitch] [--checkpoint PATH]
 """

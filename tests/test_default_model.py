@@ -1,4 +1,4 @@
-"""The shipped default model (issue 7): it loads safely, matches its config, and separates a rendered
+"""The shipped default model: it loads safely, matches its config, and separates a rendered
 two-instrument clip from a SoundFont family it never heard. A regression test: the floors sit below
 what the shipped weights measured (docs/model-card.md), so a broken model or decoding path fails it."""
 

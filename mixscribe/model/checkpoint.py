@@ -118,8 +118,8 @@ def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out:
     try:
         evaluation = json.loads(metrics.read_text())
         decode = {k: float(evaluation["config"][k]) for k in ("onset_threshold", "frame_threshold")}
-        for k in ("min_note_frames", "energy_tolerance", "infer_onsets",  # the note shape (reports since 2026-12-03)
-                  "pool_power", "cluster_sharpness"):  # and the clustering (since 2026-12-03, evening)
+        # the note shape and the clustering, where the report tuned them (older reports did not: defaults)
+        for k in ("min_note_frames", "energy_tolerance", "infer_onsets", "pool_power", "cluster_sharpness"):
             if k in evaluation["config"]:
                 decode[k] = evaluation["config"][k]
         if "k_sharpness" in evaluation["config"]:  # tuned when the evaluation estimated K

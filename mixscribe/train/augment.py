@@ -1,4 +1,4 @@
-"""Realism the paper's synthetic data lacked, applied to each training mixture (issue 4).
+"""Realism the paper's synthetic data lacked, applied to each training mixture.
 
 FluidSynth renders dry, flat, uncompressed audio; real recordings have a room, a tilted spectrum, a
 level and some dynamics processing. Each transform fires with its own probability and draws its
