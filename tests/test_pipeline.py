@@ -141,7 +141,7 @@ def test_cli_end_to_end_killed_run_leaves_no_manifest_and_rerun_recovers(tmp_pat
     insp = subprocess.run([exe, "inspect", str(out), "--clip", "clip-00000001", "--out", str(tmp_path / "ins")],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert insp.returncode == 0, insp.stderr[-2000:]
-    assert "clips          6" in insp.stdout
+    assert "clips          6" in insp.stdout and "timbre varied  0 of " in insp.stdout
     _check_exported_clip(tmp_path / "ins" / "clip-00000001", out)
 
 
@@ -154,6 +154,9 @@ def _check_exported_clip(folder: Path, shards: Path):
     assert sr == 22050 and len(mix) == clip.num_samples and abs(mix).max() > 0.01
     stems = sorted(folder.glob("stem*.wav"))
     assert len(stems) == len(clip.stems)
+    meta = json.loads((folder / "stems.json").read_text())
+    assert [(m["soundfont"], m["preset"], m["gm_program"], m["timbre"]) for m in meta] == \
+        [(s.soundfont, s.preset, s.gm_program, None) for s in clip.stems]
     midi = pretty_midi.PrettyMIDI(str(folder / "notes.mid"))
     assert [i.program for i in midi.instruments] == [s.gm_program for s in clip.stems]
     assert sum(len(i.notes) for i in midi.instruments) == len(clip.notes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def summary(shards: str) -> str:
     max_poly = max((p[1] for p in polys), default=0)
     n_notes = sum(len(x) for x in t.column("notes").to_pylist())
     top = ", ".join(f"{GM_NAMES[p]} ({c})" for p, c in programs.most_common(8))
+    has_timbre = n_stems and "timbre" in [f.name for f in stems.type]  # version-2 sets have no such field
+    varied = sum(bool(x) for x in stems.field("timbre").to_pylist()) if has_timbre else 0
     lines = [
         f"shards         {root}",
         f"schema         v{manifest['schema_version']}, mixscribe {manifest['package_version']}, "
@@ -58,6 +61,7 @@ def summary(shards: str) -> str:
         f"sf families    {dict(sorted(sf_fams.items()))}",
         f"GM families    {len(gm_fams)}: {dict(sorted(gm_fams.items()))}",
         f"programs       {len(programs)} distinct; most used: {top}",
+        f"timbre varied  {varied} of {n_stems} stems (synth.timbre)",
     ]
     return "\n".join(lines)
 
@@ -143,6 +147,11 @@ def export_clip(shards: str, clip_id: str, out_dir: str) -> list[Path]:
         p = out / f"stem{i}_{s.soundfont}_p{s.gm_program:03d}.wav"
         _write_wav(p, s.audio())
         written.append(p)
+    meta = [{k: getattr(s, k) for k in ("soundfont", "sf_family", "bank", "preset", "preset_name", "gm_program",
+                                         "gm_family", "gain")} | {"timbre": json.loads(s.timbre) if s.timbre else None,
+            "instrument_params": json.loads(s.instrument_params) if s.instrument_params else None}
+            for s in clip.stems]  # fmt: skip
+    written.append(atomic_local_write(out / "stems.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1))))
     midi_path = out / "notes.mid"
     atomic_local_write(midi_path, lambda tmp: clip_midi(clip).write(str(tmp)))
     written.append(midi_path)
