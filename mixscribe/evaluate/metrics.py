@@ -134,26 +134,28 @@ def separated_scores(ref: list[Note], est: list[Note], n_frames: int) -> dict[st
     return {"sep_note_f1": float(np.mean(note_f)) if note_f else 1.0, "sep_frame_f1": float(np.mean(frame_f)) if frame_f else 1.0}
 
 
-def matched_labels(ref: list[Note], est: list[Note]) -> tuple[list[int], list[int]]:
-    """(reference part, estimated track) of each estimated note that hits a reference note (same pitch,
-    onset within 50 ms, each reference note used once): the notes on which clustering can be judged."""
+def matched_pairs(ref: list[Note], est: list[Note]) -> list[tuple[int, int]]:
+    """(reference note, estimated note) indices of each estimated note that hits a reference note (same
+    pitch, onset within 50 ms, each reference note used once): the notes on which clustering and
+    register can be judged."""
     import mir_eval
 
     if not ref or not est:
-        return [], []
+        return []
     ri, rp = _intervals(ref)
     ei, ep = _intervals(est)
-    pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE,
-                                               pitch_tolerance=50.0, offset_ratio=None)  # fmt: skip
-    return [ref[i].stem for i, _ in pairs], [est[j].stem for _, j in pairs]
+    return mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE,
+                                              pitch_tolerance=50.0, offset_ratio=None)  # fmt: skip
 
 
-def clustering_scores(ref: list[Note], est: list[Note]) -> dict[str, float]:
-    """Purity and adjusted Rand index of the track labels over correctly transcribed notes."""
+def clustering_scores(ref: list[Note], est: list[Note], pairs: list[tuple[int, int]] | None = None) -> dict[str, float]:
+    """Purity and adjusted Rand index of the track labels over correctly transcribed notes (`pairs`:
+    matched_pairs(ref, est), when the caller has it already)."""
     from sklearn.metrics import adjusted_rand_score
     from sklearn.metrics.cluster import contingency_matrix
 
-    truth, pred = matched_labels(ref, est)
+    pairs = matched_pairs(ref, est) if pairs is None else pairs
+    truth, pred = [ref[i].stem for i, _ in pairs], [est[j].stem for _, j in pairs]
     if not truth:
         return {"cluster_purity": 0.0, "cluster_ari": 0.0, "matched_notes": 0.0}
     table = contingency_matrix(truth, pred)
@@ -185,17 +187,13 @@ def register_agreement(pitches: list[int], labels: list[int]) -> float:
     return best / len(labels)
 
 
-def register_scores(ref: list[Note], est: list[Note]) -> dict[str, float]:
+def register_scores(ref: list[Note], est: list[Note], pairs: list[tuple[int, int]] | None = None) -> dict[str, float]:
     """register_agreement of the estimated tracks and of the true parts, on the same notes (those the
-    model transcribed correctly): est far above ref means tracks split by register, not timbre."""
-    import mir_eval
-
+    model transcribed correctly, `pairs` as in clustering_scores): est far above ref means tracks split
+    by register, not timbre."""
     if not ref or not est:
         return {"register_est": 1.0, "register_ref": 1.0}
-    ri, rp = _intervals(ref)
-    ei, ep = _intervals(est)
-    pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE,
-                                               pitch_tolerance=50.0, offset_ratio=None)  # fmt: skip
+    pairs = matched_pairs(ref, est) if pairs is None else pairs
     pitches = [ref[i].pitch for i, _ in pairs]
     return {"register_est": register_agreement(pitches, [est[j].stem for _, j in pairs]),
             "register_ref": register_agreement(pitches, [ref[i].stem for i, _ in pairs])}  # fmt: skip
@@ -210,8 +208,9 @@ def clip_scores(ref: list[Note], est: list[Note], est_frame_roll: np.ndarray, k_
     out = frame_scores(notes_to_roll(agnostic_ref, n_frames), remove_short_runs(est_frame_roll))
     out.update(note_scores(agnostic_ref, agnostic_est))
     out.update(separated_scores(ref, est, n_frames))
-    out.update(clustering_scores(ref, est))
-    out.update(register_scores(ref, est))
+    pairs = matched_pairs(ref, est)  # one note matching for the clustering and the register figures
+    out.update(clustering_scores(ref, est, pairs))
+    out.update(register_scores(ref, est, pairs))
     out["k_correct"] = float(k_ref == k_est)
     out["k_est"] = float(k_est)
     return out
