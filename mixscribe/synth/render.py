@@ -155,7 +155,7 @@ class FluidSynthRenderer:
 
     def _set_timbre(self, timbre: Timbre) -> None:
         """Every melodic channel's generator offsets, set after the controller reset (which clears them)
-        and before the first note; all zero (the neutral Timbre) leaves the output bit for bit as without."""
+        and before the first note; all zero (the neutral Timbre) renders bit for bit as no offsets."""
         for ch in MELODIC_CHANNELS:
             for gen, value in timbre.offsets().items():
                 if self._fl.fluid_synth_set_gen(self.synth.synth, ch, gen, value) != 0:
@@ -191,9 +191,10 @@ class FluidSynthRenderer:
                 f"program {instrument.preset}"
             )
         self._reset(sfid, instrument)
-        timbre = timbre or Timbre()
-        self._set_timbre(timbre)
-        key_shift = timbre.formant_semitones  # the sounding key; coarse tune brings it back to the pitch
+        key_shift = 0  # the sounding key's distance from the written pitch, which coarse tune cancels
+        if timbre is not None:  # the reset above cleared any earlier stem's offsets
+            self._set_timbre(timbre)
+            key_shift = timbre.formant_semitones
         total = num_samples * rate // SAMPLE_RATE
         left = np.zeros(total, np.float32)
         right = np.zeros(total, np.float32)
