@@ -279,8 +279,10 @@ def stored_decoding(cfg: EvalConfig, checkpoint: str, explicit: set[str]) -> tup
     checkpoint. Returns the config and the fields taken."""
     from mixscribe.model import load_model
 
+    if cfg.tune_on:  # tuning decides every field: nothing to read
+        return cfg, []
     stored = load_model(checkpoint).decode_params
-    if cfg.tune_on or stored is None:
+    if stored is None:
         return cfg, []
     names = {f.name for f in dataclasses.fields(EvalConfig)}
     taken = [f.name for f in dataclasses.fields(stored) if f.name in names and f.name not in explicit

@@ -155,8 +155,7 @@ def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) 
                 cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * (v - values[0]):+.1f}" for v in values[1:]]
                 label = "gap (seen - unseen SoundFont)" if name == "gap" else name
                 lines.append(f"| {fam} | {label} | " + " | ".join(cells) + " |")
-        means = matrix_from_metrics({fold_label(a, f): fold_metrics[fold_label(a, f)] for a in arms
-                                     for f in cfg.holdout_families}, metric).rotation()  # fmt: skip
+        means = matrix_from_metrics(fold_metrics, metric).rotation()
         for name in matrices[arms[0]].sets:
             values = [means[a].get(name, (float("nan"), 0.0))[0] for a in arms]
             cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * (v - values[0]):+.1f}" for v in values[1:]]
