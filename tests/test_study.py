@@ -147,10 +147,8 @@ def test_two_arm_study_end_to_end(tmp_path):
     assert without_fold["procedural_instruments"] == {}
 
 
-@pytest.mark.parametrize("preset", ["study-procedural", "study-same-family"])
-def test_shipped_study_presets_give_valid_continuation_pipelines(preset, tmp_path):
-    """Both shipped arm studies continue the default model (pipeline.init_checkpoint) and every fold is
-    a plan that loads; the arms differ in exactly the studied setting."""
+def arm_plans(preset: str, family: str, tmp_path) -> dict:
+    """Every arm's fold holding out `family`, written as the study writes it and loaded as a plan."""
     import yaml
 
     from mixscribe.pipeline import load_plan
@@ -159,9 +157,17 @@ def test_shipped_study_presets_give_valid_continuation_pipelines(preset, tmp_pat
     plans = {}
     for arm in study.arms:
         path = tmp_path / f"{arm}.yaml"
-        path.write_text(yaml.safe_dump(fold_config(study, "tim", arm)))
+        path.write_text(yaml.safe_dump(fold_config(study, family, arm)))
         plans[arm] = load_plan(str(path))
-        assert plans[arm].pipeline.init_checkpoint == "default"
+    return plans
+
+
+@pytest.mark.parametrize("preset", ["study-procedural", "study-same-family"])
+def test_shipped_study_presets_give_valid_continuation_pipelines(preset, tmp_path):
+    """Both shipped arm studies continue the default model (pipeline.init_checkpoint) and every fold is
+    a plan that loads; the arms differ in exactly the studied setting."""
+    plans = arm_plans(preset, "tim", tmp_path)
+    assert all(plan.pipeline.init_checkpoint == "default" for plan in plans.values())
     without, with_ = plans["without"], plans["with"]
     if preset == "study-same-family":
         assert (without.train.same_family_prob, with_.train.same_family_prob) == (0.0, 0.5)
@@ -192,16 +198,7 @@ def test_lines_study_preset_continues_both_branches_on_line_stems(tmp_path):
 def test_register_study_preset_varies_only_where_register_comes_from(tmp_path):
     """study-register: every arm adds the same-register split to data and evaluation; remix changes only
     train.register_match_prob, synth only generator.shared_register_prob."""
-    import yaml
-
-    from mixscribe.pipeline import load_plan
-
-    study = load_study("mixscribe/presets/study-register.yaml")
-    plans = {}
-    for arm in study.arms:
-        path = tmp_path / f"{arm}.yaml"
-        path.write_text(yaml.safe_dump(fold_config(study, "opl3", arm)))
-        plans[arm] = load_plan(str(path))
+    plans = arm_plans("study-register", "opl3", tmp_path)
     without, remix, synth = plans["without"], plans["remix"], plans["synth"]
     assert "same-register" in without.evaluate.sets and without.synth.splits.fractions["same-register"] > 0
     assert (without.train.register_match_prob, remix.train.register_match_prob) == (0.0, 0.5)
@@ -211,16 +208,7 @@ def test_register_study_preset_varies_only_where_register_comes_from(tmp_path):
 
 
 def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
-    import yaml
-
-    from mixscribe.pipeline import load_plan
-
-    study = load_study("mixscribe/presets/study-timbre.yaml")
-    plans = {}
-    for arm in study.arms:
-        path = tmp_path / f"{arm}.yaml"
-        path.write_text(yaml.safe_dump(fold_config(study, "fluidr3", arm)))
-        plans[arm] = load_plan(str(path))
+    plans = arm_plans("study-timbre", "fluidr3", tmp_path)
     without, varied, coloured = plans["without"], plans["varied"], plans["coloured"]
     assert (without.synth.timbre.prob, varied.synth.timbre.prob) == (0.0, 0.5)
     assert (without.train.augment.p_stem_colour, coloured.train.augment.p_stem_colour) == (0.0, 0.5)
