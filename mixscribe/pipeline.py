@@ -21,6 +21,7 @@ from mixscribe.errors import MixscribeError
 
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
 OUTPUT_TAG = "mixscribe.output"
+BRANCHES = ("amt", "encoder")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class PipelineConfig:
     # Continued training: a checkpoint the first training stage starts from ("default": the shipped
     # model), so a study can measure a change on top of a trained model at the cost of a few epochs.
     init_checkpoint: str = ""
+    # The branches taken from init_checkpoint; the others start from fresh (seeded) weights. [amt] trains a
+    # new timbre encoder on the trained AMT branch: what an encoder learns from its first examples (e.g.
+    # register) is what a short continuation cannot undo, so a change of training data is compared on
+    # encoders that saw only it.
+    init_branches: tuple[str, ...] = ("amt", "encoder")
     # A reference model ("default": the shipped one) scored beside this pipeline's model on compare_sets
     # and the chorales, decoded by the same rule (thresholds tuned on valid): a table on the console and
     # in MLflow. "": none.
@@ -60,6 +66,10 @@ class PipelineConfig:
             spec = getattr(self, name)
             _check(not spec or Path(resolve_init_checkpoint(spec)).is_file(), f"pipeline.{name}",
                    f"no such checkpoint file {spec!r}")  # fmt: skip
+        _check(bool(self.init_branches) and all(b in BRANCHES for b in self.init_branches), "pipeline.init_branches",
+               f"each must be one of {list(BRANCHES)}, at least one")  # fmt: skip
+        _check(set(self.init_branches) == set(BRANCHES) or bool(self.init_checkpoint), "pipeline.init_branches",
+               "needs pipeline.init_checkpoint to take branches from")  # fmt: skip
         _check(bool(self.compare_sets) or not self.compare_with, "pipeline.compare_sets", "needs at least one set")
 
 
@@ -196,13 +206,41 @@ def _init_checkpoint(stages: _Stages, plan: Plan, root: Path, log) -> str | None
         return None
     source = Path(resolve_init_checkpoint(plan.pipeline.init_checkpoint))
     target = root / "models" / "init.pt"
+    keep = plan.pipeline.init_branches
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_local_write(target, lambda tmp: shutil.copyfile(source, tmp))
+        if set(keep) == set(BRANCHES):
+            atomic_local_write(target, lambda tmp: shutil.copyfile(source, tmp))
+        else:
+            with_fresh_branches(source, target, keep, seed=plan.train.seed)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     stages.mlf.set_tag(stages.parent.info.run_id, "mixscribe.init_checkpoint_sha256", digest)
-    log(f"  training continues from {source} (sha256 {digest[:12]}, copied to {target})")
+    stages.mlf.set_tag(stages.parent.info.run_id, "mixscribe.init_branches", ",".join(keep))
+    fresh = [b for b in BRANCHES if b not in keep]
+    log(f"  training continues from {source} (sha256 {digest[:12]}, copied to {target})"
+        + (f"; fresh weights for: {', '.join(fresh)}" if fresh else ""))
     return str(target)
+
+
+def with_fresh_branches(source: Path, target: Path, keep: tuple[str, ...], seed: int) -> Path:
+    """A copy of a checkpoint whose branches outside `keep` are newly initialised (torch seeded by
+    `seed`, so a resumed or repeated run starts from the same weights) and whose record of examples seen
+    says so; the decoding stored with the source is dropped, since it was fitted to the old branches."""
+    import torch
+
+    from mixscribe.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from mixscribe.model.network import TwoBranchModel
+
+    model = load_model(source)
+    torch.manual_seed(seed)
+    fresh = TwoBranchModel(model.cfg)
+    for branch in BRANCHES:
+        if branch not in keep:
+            setattr(model, branch, getattr(fresh, branch))
+    seen = dict((load_checkpoint(source).get("extra") or {}).get("examples_seen") or {})
+    seen |= {b: 0 for b in BRANCHES if b not in keep}
+    return save_checkpoint(model, target, extra={"examples_seen": seen, "init_from": str(source),
+                                                 "init_branches": list(keep)})  # fmt: skip
 
 
 def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str, tuned, rid: str, log,

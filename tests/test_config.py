@@ -65,3 +65,38 @@ def test_pipeline_stage_train_overrides_one_stage_and_bad_fields_are_named(tmp_p
         path.write_text(yaml.safe_dump({"pipeline": {"train_stages": ["amt", "encoder"], "stage_train": stage_train}}))
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             load_plan(str(path))
+
+
+def test_pipeline_init_branches_are_checked(tmp_path):
+    from mixscribe.pipeline import load_plan
+
+    assert load_plan("default").pipeline.init_branches == ("amt", "encoder")  # a continuation keeps both
+    for pipeline in [{"init_branches": ["amt"]},  # nothing to take the AMT branch from
+                     {"init_checkpoint": "default", "init_branches": []},
+                     {"init_checkpoint": "default", "init_branches": ["decoder"]}]:  # fmt: skip
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({"pipeline": pipeline}))
+        with pytest.raises(ConfigError, match=r"pipeline\.init_branches"):
+            load_plan(str(path))
+
+
+def test_fresh_branches_keep_the_named_branch_bit_for_bit_and_reseed_the_other(tmp_path):
+    """A new encoder on a trained AMT branch: the AMT weights copied exactly, the encoder's drawn anew
+    (the same for the same seed, so a resumed run starts where the first did) and its examples reset."""
+    import torch
+
+    from mixscribe.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, load_model
+    from mixscribe.pipeline import with_fresh_branches
+
+    a = with_fresh_branches(DEFAULT_CHECKPOINT, tmp_path / "a.pt", ("amt",), seed=3)
+    b = with_fresh_branches(DEFAULT_CHECKPOINT, tmp_path / "b.pt", ("amt",), seed=3)
+    shipped, fresh, again = (load_model(p).state_dict() for p in (DEFAULT_CHECKPOINT, a, b))
+    amt = [k for k in shipped if k.startswith("amt.")]
+    enc = [k for k in shipped if k.startswith("encoder.") and shipped[k].is_floating_point()]
+    assert amt and enc
+    assert all(torch.equal(shipped[k], fresh[k]) for k in amt)
+    assert sum(not torch.equal(shipped[k], fresh[k]) for k in enc) > len(enc) // 2
+    assert all(torch.equal(fresh[k], again[k]) for k in fresh)
+    extra = load_checkpoint(a)["extra"]
+    assert extra["examples_seen"]["encoder"] == 0 and extra["init_branches"] == ["amt"]
+    assert load_model(a).decode_params is None  # the shipped decoding was fitted to the old encoder

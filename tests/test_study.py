@@ -70,7 +70,7 @@ def test_two_fold_study_end_to_end(tmp_path):
 def test_arms_run_every_family_with_their_own_overrides():
     cfg = StudyConfig(name="p", base="tiny", holdout_families=("opl3", "tim"),
                       arms={"without": {}, "with": {"synth": {"procedural": {"seen_instruments": 40}}}})  # fmt: skip
-    assert cfg.folds() == [("without", "opl3"), ("without", "tim"), ("with", "opl3"), ("with", "tim")]
+    assert cfg.folds() == [("without", "opl3"), ("with", "opl3"), ("without", "tim"), ("with", "tim")]
     with_tim = fold_config(cfg, "tim", "with")
     assert with_tim["synth"]["procedural"] == {"seen_instruments": 40}
     assert with_tim["synth"]["splits"]["holdout_sf_family"] == "tim"
@@ -217,3 +217,17 @@ def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
     assert varied.train == without.train and varied.evaluate == without.evaluate
     assert dataclasses.replace(varied.synth, timbre=without.synth.timbre) == without.synth
     assert varied.synth.splits.holdout_sf_family == "fluidr3" and "same-register" in varied.evaluate.sets
+
+
+def test_fresh_encoder_register_study_trains_new_encoders_on_the_shipped_amt_branch(tmp_path):
+    """study-register-fresh: both arms take only the AMT branch from the shipped model and train the
+    default recipe's encoder epochs; remix changes only train.register_match_prob; whole folds first."""
+    plans = arm_plans("study-register-fresh", "tim", tmp_path)
+    without, remix = plans["without"], plans["remix"]
+    for plan in (without, remix):
+        assert plan.pipeline.init_checkpoint == "default" and plan.pipeline.init_branches == ("amt",)
+        assert plan.pipeline.train_stages == ("encoder",) and plan.train_for("encoder").epochs == 8
+        assert "same-register" in plan.evaluate.sets
+    assert (without.train.register_match_prob, remix.train.register_match_prob) == (0.0, 0.5)
+    assert remix.synth == without.synth and remix.evaluate == without.evaluate
+    assert load_study("mixscribe/presets/study-register-fresh.yaml").folds()[:2] == [("without", "tim"), ("remix", "tim")]

@@ -44,8 +44,9 @@ class StudyConfig:
         _check(len(self.arms) != 1, "study.arms", "needs at least two arms to compare (or none)")
 
     def folds(self) -> list[tuple[str, str]]:
-        """(arm, held-out family) of every pipeline; arm "" when the study has no arms."""
-        return [(arm, fam) for arm in (list(self.arms) or [""]) for fam in self.holdout_families]
+        """(arm, held-out family) of every pipeline; arm "" when the study has no arms. Family by family,
+        every arm in turn: a study stopped part way (it resumes) has compared its arms on whole folds."""
+        return [(arm, fam) for fam in self.holdout_families for arm in (list(self.arms) or [""])]
 
 
 def fold_label(arm: str, family: str) -> str:
