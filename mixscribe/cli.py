@@ -305,17 +305,57 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if args.tune_on is not None:
         cfg = dataclasses.replace(cfg, tune_on=args.tune_on)
+    if args.dataset:
+        cfg = _dataset_evaluation(args, cfg)
+    elif not args.data:
+        from mixscribe.errors import MixscribeError
+
+        raise MixscribeError("evaluate: pass --data SHARDS, or --dataset NAME --data-home DIR")
     cfg, taken = stored_decoding(cfg, args.checkpoint, explicit=set(section))
     if taken:
         print(f"decoding: {', '.join(taken)} from {args.checkpoint} (fixed thresholds; set them in the "
               "config's evaluate: section to override)")  # fmt: skip
+    if args.dataset:  # the recordings read (every file checked first) once the rest is known to be right
+        from mixscribe.evaluate.datasets import build_dataset_set
+
+        build_dataset_set(args.dataset, args.data_home, args.data, max_seconds=args.max_seconds or 0.0,
+                          sizes=tuple(args.mix_sizes) if args.mix_sizes else None)  # fmt: skip
     result = evaluate_checkpoint(args.checkpoint, args.data, cfg, tune_shards=args.tune_data)
     paths = write_report(result, args.out)
+    fixed = fixed_paths = None
+    if args.dataset and result.tuned:  # the frozen decoding's figures beside the tuned ones
+        fixed_cfg, _ = stored_decoding(dataclasses.replace(cfg, tune_on=""), args.checkpoint, explicit=set(section))
+        fixed = evaluate_checkpoint(args.checkpoint, args.data, fixed_cfg)
+        fixed_paths = write_report(fixed, os.path.join(args.out, "fixed"))
     if not args.no_mlflow:
-        _log_evaluation(args, result, paths)
+        _log_evaluation(args, result, paths, fixed=(fixed, fixed_paths) if fixed else None)
     print(result.markdown(), end="")
+    if fixed:
+        print("\nThe same sets with the model's stored (fixed) decoding:\n" + fixed.markdown(), end="")
     print(f"report: {os.path.dirname(paths[0])}")
     return 0
+
+
+def _dataset_evaluation(args: argparse.Namespace, cfg):
+    """--dataset: the recordings under --data-home become a shard set (built once, under --data or
+    WORKDIR/datasets/NAME) scored as the one set NAME; thresholds come from --tune-data's tuning set when
+    given, else the model's stored decoding: never from the recordings being scored."""
+    import dataclasses
+
+    from mixscribe.evaluate.datasets import DatasetError
+    from mixscribe.model import load_model
+
+    if not args.data_home:
+        raise DatasetError("--dataset needs --data-home (the folder the dataset was unpacked to)")
+    if not os.path.isdir(os.path.expanduser(args.data_home)):
+        raise DatasetError(f"{args.data_home}: no such folder (--data-home: where {args.dataset} was unpacked)")
+    if not args.tune_data:
+        cfg = dataclasses.replace(cfg, tune_on="")
+    elif cfg.tune_on == args.dataset:
+        raise DatasetError(f"--tune-on: {args.dataset} is the set being scored; tune on a validation set")
+    load_model(args.checkpoint)  # a bad checkpoint is named before the recordings are read
+    args.data = args.data or os.path.join(args.workdir, "datasets", args.dataset)
+    return dataclasses.replace(cfg, sets=(args.dataset,))
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
@@ -332,8 +372,10 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name: str | None = None) -> None:
-    """A standalone evaluation is its own MLflow run in the chosen experiment."""
+def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name: str | None = None,
+                    fixed: tuple | None = None) -> None:  # fmt: skip
+    """A standalone evaluation is its own MLflow run in the chosen experiment; `fixed` (result, report
+    paths): the same sets decoded with fixed thresholds, logged as fixed/eval/... beside the tuned."""
     from mixscribe import tracking
 
     uri = tracking.tracking_uri(args.workdir)
@@ -344,6 +386,9 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name
                          run_name=run_name or f"evaluate/{os.path.basename(args.checkpoint)}")  # fmt: skip
     rid = run.info.run_id
     tracking.log_evaluation(mlf, uri, rid, result, args.data, paths)
+    if fixed:
+        tracking.log_metrics(mlf, rid, {f"fixed/{k}": v for k, v in fixed[0].summary().items()})
+        tracking.log_artifacts(mlf, rid, fixed[1], "report-fixed")
     tracking.finish(mlf, rid)
     print(f"MLflow run {rid} ({uri})")
 
@@ -444,7 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", help="score a checkpoint on held-out sets of a shard set; log to MLflow")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True, help="shard set whose splits are the evaluation sets")
+    p.add_argument("--data", default=None, help="shard set whose splits are the evaluation sets (with --dataset: "
+                   "where its mixtures are written, default WORKDIR/datasets/NAME)")  # fmt: skip
+    p.add_argument("--dataset", default=None, choices=["bach10", "urmp", "phenicx"],
+                   help="score real recordings you downloaded (README: Real recordings) instead of --data's splits")
+    p.add_argument("--data-home", default=None, help="with --dataset: the folder the dataset was unpacked to")
+    p.add_argument("--mix-sizes", type=int, nargs="+", default=None,
+                   help="with --dataset: the part counts of its mixtures (default: the paper's)")
+    p.add_argument("--max-seconds", type=float, default=None, help="with --dataset: crop each piece (0: whole)")
     p.add_argument("--sets", nargs="+", default=None, help="split names (default: the config's)")
     p.add_argument("--k", choices=["given", "auto"], default=None, help="K given (true) or estimated")
     p.add_argument("--config", default="demo", help="preset or YAML with an evaluate: section")

@@ -50,6 +50,10 @@ class PipelineConfig:
     # in MLflow. "": none.
     compare_with: str = ""
     compare_sets: tuple[str, ...] = ("unseen-family",)
+    # Real recordings scored beside the synthetic sets with the thresholds valid chose: {name: the folder
+    # it was unpacked to}, name one of bach10, urmp, phenicx (README: Real recordings). Their mixtures are
+    # built once under WORKDIR/datasets/ and shared by every pipeline (and study fold) there.
+    datasets: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         from mixscribe.train.steps import STAGES
@@ -70,6 +74,11 @@ class PipelineConfig:
                f"each must be one of {list(BRANCHES)}, at least one")  # fmt: skip
         _check(set(self.init_branches) == set(BRANCHES) or bool(self.init_checkpoint), "pipeline.init_branches",
                "needs pipeline.init_checkpoint to take branches from")  # fmt: skip
+        from mixscribe.evaluate.datasets import DATASETS
+
+        for name, home in self.datasets.items():
+            _check(name in DATASETS, f"pipeline.datasets.{name}", f"unknown dataset; one of {sorted(DATASETS)}")
+            _check(Path(str(home)).expanduser().is_dir(), f"pipeline.datasets.{name}", f"no such folder {home!r}")
         _check(bool(self.compare_sets) or not self.compare_with, "pipeline.compare_sets", "needs at least one set")
 
 
@@ -181,6 +190,11 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
         return {"run_id": pid, "checkpoint": parent.data.tags.get(OUTPUT_TAG), "metrics": parent.data.metrics}
     log(f"pipeline {name}: MLflow run {pid} in experiment {plan.pipeline.experiment!r} ({stages.uri})")
     try:
+        if plan.pipeline.datasets:  # every file of every dataset checked before any work
+            from mixscribe.evaluate.datasets import read_dataset
+
+            for dataset, home in plan.pipeline.datasets.items():
+                read_dataset(dataset, home)
         shards = _synth_stage(stages, plan, root, log)
         checkpoint = _init_checkpoint(stages, plan, root, log)
         for stage in plan.pipeline.train_stages:
@@ -265,6 +279,29 @@ def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str,
     summary = result.summary()
     tracking.log_metrics(stages.mlf, rid, summary)
     tracking.log_shards_input(rid, stages.uri, str(data), "evaluation-chorales", read_manifest(str(data))[2])
+    tracking.log_artifacts(stages.mlf, rid, paths, report)
+    log("    " + result.markdown().replace("\n", "\n    ").rstrip())
+    return summary
+
+
+def _evaluate_dataset(stages: _Stages, root: Path, checkpoint: str, tuned, rid: str, dataset: str, home: str,
+                      log) -> dict:  # fmt: skip
+    """A real-recording set (its mixtures built once under the working folder, shared by every pipeline
+    there) scored with the thresholds valid chose, as the chorales are."""
+    from mixscribe import tracking
+    from mixscribe.evaluate.datasets import build_dataset_set
+    from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
+    from mixscribe.synth.pipeline import read_manifest
+
+    data = stages.workdir / "datasets" / dataset
+    build_dataset_set(dataset, home, str(data), log=lambda m: log(f"    {m}"))
+    fixed = dataclasses.replace(tuned, sets=(dataset,), tune_on="", max_clips_per_set=0)
+    result = evaluate_checkpoint(checkpoint, str(data), fixed)
+    report = f"report-{dataset}"
+    paths = write_report(result, str(root / report))
+    summary = result.summary()
+    tracking.log_metrics(stages.mlf, rid, summary | result.pair_summary())
+    tracking.log_shards_input(rid, stages.uri, str(data), f"evaluation-{dataset}", read_manifest(str(data))[2])
     tracking.log_artifacts(stages.mlf, rid, paths, report)
     log("    " + result.markdown().replace("\n", "\n    ").rstrip())
     return summary
@@ -355,6 +392,8 @@ def _evaluate_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkp
         log("    " + result.markdown().replace("\n", "\n    ").rstrip())
         if plan.pipeline.chorales:
             summary.update(_evaluate_chorales(stages, plan, root, checkpoint, result.config, rid, log))
+        for dataset, home in plan.pipeline.datasets.items():
+            summary.update(_evaluate_dataset(stages, root, checkpoint, result.config, rid, dataset, home, log))
         tracking.log_metrics(stages.mlf, stages.parent.info.run_id, summary)  # pipelines compare on the parent
         return str(report)
 

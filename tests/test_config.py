@@ -100,3 +100,16 @@ def test_fresh_branches_keep_the_named_branch_bit_for_bit_and_reseed_the_other(t
     extra = load_checkpoint(a)["extra"]
     assert extra["examples_seen"]["encoder"] == 0 and extra["init_branches"] == ["amt"]
     assert load_model(a).decode_params is None  # the shipped decoding was fitted to the old encoder
+
+
+def test_pipeline_datasets_are_checked(tmp_path):
+    from mixscribe.pipeline import load_plan
+
+    for datasets, message in [({"maestro": str(tmp_path)}, r"pipeline\.datasets\.maestro: unknown dataset"),
+                              ({"bach10": str(tmp_path / "nowhere")}, r"pipeline\.datasets\.bach10: no such folder")]:  # fmt: skip
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({"pipeline": {"datasets": datasets}}))
+        with pytest.raises(ConfigError, match=message):
+            load_plan(str(path))
+    path.write_text(yaml.safe_dump({"pipeline": {"datasets": {"urmp": str(tmp_path)}}}))
+    assert load_plan(str(path)).pipeline.datasets == {"urmp": str(tmp_path)}

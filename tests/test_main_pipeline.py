@@ -150,13 +150,16 @@ def test_pipeline_continues_a_trained_checkpoint(finished, tmp_path):
     from mixscribe.config import load_preset
     from mixscribe.model import load_model
 
+    from tests.test_datasets import make_bach10
+
     workdir, _ = finished
     init = workdir / "t1" / "models" / "encoder.pt"
+    bach10 = make_bach10(tmp_path / "Bach10", pieces=("01-AchGottundHerr",))
     cfg = tmp_path / "continue.yaml"
     cfg.write_text(yaml.safe_dump({**load_preset("tiny"),
                                    "pipeline": {"experiment": "mixscribe-tiny", "num_clips": 16, "train_stages": ["encoder"],
                                                 "init_checkpoint": str(init), "compare_with": str(init),
-                                                "compare_sets": ["unseen-soundfont"]},
+                                                "compare_sets": ["unseen-soundfont"], "datasets": {"bach10": str(bach10)}},
                                    "evaluate": {"sets": ["valid", "unseen-soundfont"], "k_mode": "given"}}))  # fmt: skip
     r = run_cli("pipeline", "--config", str(cfg), "--workdir", str(tmp_path), "--name", "c1",
                 env={"MLFLOW_TRACKING_URI": ""}, timeout=900)  # fmt: skip
@@ -179,6 +182,10 @@ def test_pipeline_continues_a_trained_checkpoint(finished, tmp_path):
     assert f"| this pipeline's model (encoder.pt) | {100 * m['eval/unseen-soundfont/all/note_f1']:.1f} | {100 * ours:.1f} |" in table
     assert f"| {init} | {100 * m['compare/reference/eval/unseen-soundfont/all/note_f1']:.1f} | {100 * theirs:.1f} |" in table
     assert table.splitlines()[2] in r.stdout  # printed too
+    # pipeline.datasets: real recordings scored beside the synthetic sets with valid's thresholds
+    assert (m["eval/bach10/2mix/clips"], m["eval/bach10/3mix/clips"], m["eval/bach10/4mix/clips"]) == (6, 4, 1)
+    assert (tmp_path / "datasets" / "bach10" / "manifest.json").is_file()  # shared by every pipeline in the folder
+    assert "| bach10 | all | 11 |" in (tmp_path / "c1" / "report-bach10" / "summary.md").read_text()
 
 
 def test_missing_init_checkpoint_is_a_named_config_error(tmp_path):

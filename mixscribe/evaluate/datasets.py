@@ -1,0 +1,363 @@
+"""Real recordings as evaluation sets: BACH10, URMP and PHENICX-Anechoic, read from the folders their
+publishers distribute and turned into a shard set, so they are scored, reported and logged like any
+synthetic split.
+
+Every published figure for timbre-separated transcription is on these recordings, so a study that
+reports only synthetic sets cannot be put next to the literature. Mixtures are built as the paper
+builds them (paper-spec §9.5): every 2-, 3- and 4-part subset of each BACH10 piece's stems, summed; the
+whole ensemble of each URMP piece with 2 or 3 distinct instruments, parts of one instrument merged into
+one timbre; PHENICX-Anechoic as its full orchestra (the paper scores it timbre-agnostic only).
+
+Nothing is downloaded: the user points `--data-home` at a copy they obtained under the dataset's
+licence. The readers check that every file a piece needs is there before any audio is read, and name
+the first one missing. mirdata has a PHENICX-Anechoic loader, but it fetches its file index from Zenodo
+on first use (a download at run time, and impossible where only package registries are reachable) and
+has none for BACH10 or URMP, so all three are small readers of the published layouts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mixscribe.errors import MixscribeError
+from mixscribe.schema import HOP, SAMPLE_RATE, Clip, Note, Stem
+
+
+class DatasetError(MixscribeError):
+    """A dataset folder is missing, incomplete or not laid out as published."""
+
+
+@dataclass(frozen=True)
+class RefNote:
+    onset: float  # seconds
+    offset: float
+    pitch: int  # MIDI
+
+
+@dataclass(frozen=True)
+class Part:
+    """One timbre of a piece: every recording of that instrument (summed) and its notes."""
+
+    instrument: str
+    gm_program: int  # 0-based GM program of the nearest General MIDI instrument (for the per-pair tables)
+    audio: tuple[Path, ...]
+    notes: tuple[RefNote, ...]
+
+
+@dataclass(frozen=True)
+class Piece:
+    name: str
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Which mixtures a dataset contributes: every subset of `sizes` parts of each piece, or (whole) each
+    piece's full ensemble when its part count is in `sizes` (any count when sizes is empty)."""
+
+    sizes: tuple[int, ...]
+    whole: bool
+
+    def mixtures(self, piece: Piece) -> list[tuple[int, ...]]:
+        n = len(piece.parts)
+        if self.whole:
+            return [tuple(range(n))] if n >= 1 and (not self.sizes or n in self.sizes) else []
+        return [c for k in self.sizes if 2 <= k <= n for c in itertools.combinations(range(n), k)]
+
+
+# ------------------------------------------------------------------------------------------------ BACH10
+
+BACH10_PARTS = (("violin", 40), ("clarinet", 71), ("saxphone", 66), ("bassoon", 70))  # the files' spelling
+BACH10_F0_HOP = 0.010  # seconds between GTF0s frames
+BACH10_F0_START = 0.023  # the first frame's centre (46 ms windows)
+MIN_NOTE_FRAMES = 3  # F0 runs shorter than 30 ms are glitches of the tracker, not notes
+
+
+def f0_to_notes(midi: np.ndarray, hop: float = BACH10_F0_HOP, start: float = BACH10_F0_START,
+                min_frames: int = MIN_NOTE_FRAMES) -> list[RefNote]:  # fmt: skip
+    """Notes from one part's frame-wise F0 in (fractional) MIDI numbers, 0 where silent: runs of one
+    rounded pitch after a 5-frame median filter (vibrato that brushes a semitone boundary for a frame or
+    two does not split a note); a note spans its frames' centres plus one hop. Repeated notes of one
+    pitch with no silent frame between them stay one note: the F0 track does not mark re-attacks."""
+    from scipy.ndimage import median_filter
+
+    pitch = np.where(np.asarray(midi, np.float64) > 0, np.rint(midi), 0).astype(np.int64)
+    pitch = median_filter(pitch, size=5, mode="nearest")
+    notes = []
+    edges = np.flatnonzero(np.diff(pitch)) + 1
+    for a, b in zip(np.r_[0, edges], np.r_[edges, pitch.size]):
+        if pitch[a] > 0 and b - a >= min_frames:
+            notes.append(RefNote(start + a * hop, start + b * hop, int(pitch[a])))
+    return notes
+
+
+def read_bach10(home: Path) -> list[Piece]:
+    """BACH10 (v1.1): HOME/NN-Title/ with NN-Title-{violin,clarinet,saxphone,bassoon}.wav and
+    NN-Title-GTF0s.mat (GTF0s: 4 x frames, MIDI, rows in that part order)."""
+    from scipy.io import loadmat
+
+    folders = sorted(p for p in home.iterdir() if p.is_dir() and re.match(r"^\d+-", p.name))
+    if not folders:
+        raise DatasetError(f"{home}: no BACH10 piece folders (NN-Title/, e.g. 01-AchGottundHerr/)")
+    for folder in folders:
+        for suffix in [*(f"-{name}.wav" for name, _ in BACH10_PARTS), "-GTF0s.mat"]:
+            _require(folder / f"{folder.name}{suffix}")
+    pieces = []
+    for folder in folders:
+        mat = folder / f"{folder.name}-GTF0s.mat"
+        f0 = loadmat(mat).get("GTF0s")
+        if f0 is None or f0.ndim != 2 or f0.shape[0] != len(BACH10_PARTS):
+            raise DatasetError(f"{mat}: expected a GTF0s matrix of {len(BACH10_PARTS)} rows (one per part)")
+        parts = tuple(Part(name, program, (folder / f"{folder.name}-{name}.wav",), tuple(f0_to_notes(f0[i])))
+                      for i, (name, program) in enumerate(BACH10_PARTS))  # fmt: skip
+        pieces.append(Piece(folder.name, parts))
+    return pieces
+
+
+# -------------------------------------------------------------------------------------------------- URMP
+
+URMP_PROGRAMS = {"vn": 40, "va": 41, "vc": 42, "db": 43, "fl": 73, "ob": 68, "cl": 71, "sax": 65, "bn": 70,
+                 "tpt": 56, "hn": 60, "tbn": 57, "tba": 58}  # fmt: skip
+URMP_FOLDER = re.compile(r"^(\d+)_([^_]+)_([a-z]+(?:_[a-z]+)*)$")
+
+
+def read_urmp_notes(path: Path) -> list[RefNote]:
+    """URMP's Notes_*.txt: one note per line, onset (s), frequency (Hz), duration (s)."""
+    from pretty_midi import hz_to_note_number
+
+    notes = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            onset, hz, duration = (float(x) for x in fields[:3])
+        except ValueError:
+            raise DatasetError(f"{path}:{i}: expected 'onset frequency duration', got {line.strip()!r}") from None
+        if hz > 0 and duration > 0:
+            notes.append(RefNote(onset, onset + duration, int(round(hz_to_note_number(hz)))))
+    return notes
+
+
+def read_urmp(home: Path) -> list[Piece]:
+    """URMP: HOME/NN_Title_codes/ (or HOME/Dataset/...) with AuSep_i_code_NN_Title.wav and
+    Notes_i_code_NN_Title.txt per part; parts of one instrument merge into one timbre."""
+    root = home / "Dataset" if (home / "Dataset").is_dir() else home
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and URMP_FOLDER.match(p.name)), key=lambda p: p.name)
+    if not folders:
+        raise DatasetError(f"{home}: no URMP piece folders (NN_Title_codes/, e.g. 01_Jupiter_vn_vc/)")
+    layout = []
+    for folder in folders:
+        number, title, codes = URMP_FOLDER.match(folder.name).groups()
+        files = []
+        for i, code in enumerate(codes.split("_"), 1):
+            audio = _require(folder / f"AuSep_{i}_{code}_{number}_{title}.wav")
+            files.append((code, audio, _require(folder / f"Notes_{i}_{code}_{number}_{title}.txt")))
+        layout.append((folder.name, files))
+    pieces = []
+    for name, files in layout:
+        by_code: dict[str, list] = {}
+        for code, audio, notes in files:
+            by_code.setdefault(code, []).append((audio, read_urmp_notes(notes)))
+        parts = tuple(Part(code, URMP_PROGRAMS.get(code, 48), tuple(a for a, _ in entries),
+                           tuple(sorted((n for _, ns in entries for n in ns), key=lambda n: (n.onset, n.pitch))))
+                      for code, entries in by_code.items())  # fmt: skip
+        pieces.append(Piece(name, parts))
+    return pieces
+
+
+# -------------------------------------------------------------------------------------- PHENICX-Anechoic
+
+PHENICX_PROGRAMS = {"violin": 40, "viola": 41, "cello": 42, "doublebass": 43, "flute": 73, "oboe": 68,
+                    "clarinet": 71, "bassoon": 70, "horn": 60, "trumpet": 56}  # fmt: skip
+
+
+def read_phenicx_notes(path: Path) -> list[RefNote]:
+    """PHENICX-Anechoic's annotations/PIECE/INSTRUMENT.txt: onset (s), offset (s), note name, per line."""
+    from pretty_midi import note_name_to_number
+
+    notes = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        fields = [f.strip() for f in line.split(",")]
+        if not any(fields):
+            continue
+        try:
+            notes.append(RefNote(float(fields[0]), float(fields[1]), int(note_name_to_number(fields[2]))))
+        except (ValueError, IndexError):
+            raise DatasetError(f"{path}:{i}: expected 'onset,offset,note name', got {line.strip()!r}") from None
+    return notes
+
+
+def read_phenicx(home: Path) -> list[Piece]:
+    """PHENICX-Anechoic: HOME/audio/PIECE/INSTRUMENT[n].wav (one file per player, summed) and
+    HOME/annotations/PIECE/INSTRUMENT.txt (score aligned to the audio; *_o.txt, the unaligned score, is
+    not used)."""
+    audio_root, notes_root = _require(home / "audio", folder=True), _require(home / "annotations", folder=True)
+    pieces = []
+    for folder in sorted(p for p in audio_root.iterdir() if p.is_dir()):
+        notes_dir = _require(notes_root / folder.name, folder=True)
+        instruments = sorted(p.stem for p in notes_dir.glob("*.txt") if not p.stem.endswith("_o"))
+        if not instruments:
+            raise DatasetError(f"{notes_dir}: no note annotations (INSTRUMENT.txt)")
+        parts = []
+        for instrument in instruments:
+            players = sorted(p for p in folder.glob("*.wav") if re.fullmatch(rf"{re.escape(instrument)}\d*", p.stem))
+            if not players:
+                raise DatasetError(f"{folder / (instrument + '.wav')}: missing (no recording of the annotated {instrument})")
+            parts.append((instrument, tuple(players), notes_dir / f"{instrument}.txt"))
+        pieces.append((folder.name, parts))
+    if not pieces:
+        raise DatasetError(f"{audio_root}: no piece folders (e.g. audio/beethoven/)")
+    return [Piece(name, tuple(Part(i, PHENICX_PROGRAMS.get(i, 48), players, tuple(read_phenicx_notes(notes)))
+                              for i, players, notes in parts))
+            for name, parts in pieces]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    reader: object  # Path -> list[Piece]
+    protocol: Protocol
+    source: str  # where it is published
+    licence: str
+
+
+DATASETS = {
+    "bach10": DatasetSpec("bach10", read_bach10, Protocol((2, 3, 4), whole=False),
+                          "https://labsites.rochester.edu/air/resource.html (Bach10 v1.1)", "free for research use"),
+    "urmp": DatasetSpec("urmp", read_urmp, Protocol((2, 3), whole=True),
+                        "https://labsites.rochester.edu/air/projects/URMP.html", "CC BY-NC-SA 4.0"),
+    "phenicx": DatasetSpec("phenicx", read_phenicx, Protocol((), whole=True),
+                           "https://zenodo.org/record/840025 (PHENICX-Anechoic)", "CC BY-NC-SA 4.0"),
+}  # fmt: skip
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DatasetError(f"--dataset: unknown dataset {name!r}; one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def read_dataset(name: str, home: str | Path) -> list[Piece]:
+    """The dataset's pieces, every file checked before any audio is read."""
+    home = Path(home).expanduser()
+    if not home.is_dir():
+        raise DatasetError(f"{home}: no such folder (--data-home: where {name} was unpacked)")
+    return dataset_spec(name).reader(home)
+
+
+def _require(path: Path, folder: bool = False) -> Path:
+    if not (path.is_dir() if folder else path.is_file()):
+        raise DatasetError(f"{path}: missing")
+    return path
+
+
+# --------------------------------------------------------------------------------------- to a shard set
+
+
+def _load_part(part: Part) -> np.ndarray:
+    """Every recording of the part at SAMPLE_RATE, mono, summed (float32)."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+    from math import gcd
+
+    total = None
+    for path in part.audio:
+        try:
+            audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception as exc:  # soundfile raises several types for a bad file
+            raise DatasetError(f"{path}: not a readable audio file ({type(exc).__name__})") from None
+        audio = audio.mean(axis=1)
+        if sr != SAMPLE_RATE:
+            g = gcd(int(sr), SAMPLE_RATE)
+            audio = resample_poly(audio, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
+        if total is None:
+            total = audio
+        else:
+            n = max(total.size, audio.size)
+            total = np.pad(total, (0, n - total.size)) + np.pad(audio, (0, n - audio.size))
+    return total
+
+
+def piece_clips(piece: Piece, dataset: str, protocol: Protocol, max_seconds: float = 0.0) -> list[Clip]:
+    """The piece's mixtures as clips: each part a stem (its recordings at their recorded balance, one
+    gain for the whole piece so that the loudest stays below full scale), notes from the annotations."""
+    from mixscribe.synth.instruments import gm_family
+
+    combos = protocol.mixtures(piece)
+    if not combos:
+        return []
+    audio = [_load_part(p) for p in piece.parts]
+    n = max(a.size for a in audio)
+    if max_seconds:
+        n = min(n, int(max_seconds * SAMPLE_RATE))
+    n = int(np.ceil(n / HOP) * HOP)
+    audio = [np.pad(a[:n], (0, n - min(a.size, n))) for a in audio]
+    peak = max(float(np.abs(a).max()) for a in audio)
+    gain = 0.99 / peak if peak > 0 else 1.0
+    end = n / SAMPLE_RATE
+    stems = [Stem(np.clip(np.rint(a * gain * 32767), -32768, 32767).astype(np.int16), dataset, "recorded", 0, 0,
+                  p.instrument, p.gm_program, gm_family(p.gm_program), gain)
+             for a, p in zip(audio, piece.parts)]  # fmt: skip
+    clips = []
+    for combo in combos:
+        notes = sorted((Note(r.onset, min(r.offset, end), r.pitch, 80, j)
+                        for j, i in enumerate(combo) for r in piece.parts[i].notes if r.onset < end),
+                       key=lambda x: (x.onset, x.pitch, x.stem))  # fmt: skip
+        name = "+".join(piece.parts[i].instrument for i in combo)
+        clips.append(Clip(f"{piece.name}/{name}", 0, dataset, SAMPLE_RATE, n, [stems[i] for i in combo], notes))
+    return clips
+
+
+def build_dataset_set(name: str, home: str | Path, out: str, sizes: tuple[int, ...] | None = None,
+                      max_seconds: float = 0.0, log=print) -> dict:  # fmt: skip
+    """Read the dataset, write its mixtures as a shard set (split = the dataset's name, one shard per
+    piece) and return the manifest. An existing set built from the same folder and protocol is reused."""
+    import dataclasses
+
+    import mixscribe
+    from mixscribe.fsio import atomic_write_json, ensure_writable_dir, resolve
+    from mixscribe.schema import SCHEMA_VERSION, clips_to_table
+    from mixscribe.synth.pipeline import MANIFEST, ClipsFolder, previous_manifest, write_shard
+
+    spec = dataset_spec(name)
+    protocol = spec.protocol if sizes is None else dataclasses.replace(spec.protocol, sizes=tuple(sizes))
+    config = {"dataset": name, "data_home": str(Path(home).expanduser().resolve()), "sizes": list(protocol.sizes),
+              "whole_pieces": protocol.whole, "max_seconds": max_seconds}  # fmt: skip
+    fs, root = resolve(out)
+    previous = previous_manifest(fs, root)
+    if previous and previous.get("kind") == "dataset" and previous.get("config") == config:
+        log(f"  {name}: {previous['num_clips']} mixtures already in {out}")
+        return previous
+    if previous:
+        raise DatasetError(f"{out}: holds another shard set ({previous.get('kind') or 'synth'} "
+                           f"{(previous.get('config') or {}).get('dataset', '')}); choose another --data")  # fmt: skip
+    pieces = read_dataset(name, home)  # every file checked before anything is written
+    ClipsFolder.survey(fs, root, previous).check(overwrite=False)  # nothing of the user's replaced
+    ensure_writable_dir(fs, root)
+    fs.create_dir(f"{root}/clips", recursive=True)
+    files = []
+    for i, piece in enumerate(pieces):
+        clips = piece_clips(piece, name, protocol, max_seconds)
+        if not clips:
+            continue
+        info = write_shard(fs, f"{root}/clips", i, clips_to_table(clips))
+        info["path"] = f"clips/{info['path'].rsplit('/', 1)[-1]}"
+        files.append(info)
+        log(f"  {name} {piece.name}: {len(clips)} mixtures")
+    count = sum(len(f["ids"]) for f in files)
+    if not count:
+        raise DatasetError(f"{home}: no {name} piece has a mixture of {list(protocol.sizes)} parts")
+    manifest = {"schema_version": SCHEMA_VERSION, "kind": "dataset", "config": config,
+                "package_version": mixscribe.__version__, "source": spec.source, "licence": spec.licence,
+                "num_clips": count, "rows_per_split": {name: count}, "files": files}  # fmt: skip
+    atomic_write_json(fs, f"{root}/{MANIFEST}", manifest)
+    return manifest
