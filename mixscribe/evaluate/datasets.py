@@ -232,9 +232,11 @@ class DatasetSpec:
 
 DATASETS = {
     "bach10": DatasetSpec("bach10", read_bach10, Protocol((2, 3, 4), whole=False),
-                          "https://labsites.rochester.edu/air/resource.html (Bach10 v1.1)", "free for research use"),
+                          "https://labsites.rochester.edu/air/resource.html (Bach10 v1.1)",
+                          "research use, on the terms of the download page"),
     "urmp": DatasetSpec("urmp", read_urmp, Protocol((2, 3), whole=True),
-                        "https://labsites.rochester.edu/air/projects/URMP.html", "CC BY-NC-SA 4.0"),
+                        "https://labsites.rochester.edu/air/projects/URMP.html",
+                        "research use, on the terms of the download page"),
     "phenicx": DatasetSpec("phenicx", read_phenicx, Protocol((), whole=True),
                            "https://zenodo.org/record/840025 (PHENICX-Anechoic)", "CC BY-NC-SA 4.0"),
 }  # fmt: skip
