@@ -64,7 +64,7 @@ bench: setup
 
 # The wheel that cluster nodes install (cluster_configs/aws.yaml, local.yaml, Dockerfile).
 dist: $(STAMP)
-	rm -rf dist && $(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	rm -rf dist build/lib build/bdist.* && $(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .  # no stale modules from build/
 	@ls dist/*.whl
 
 clean:

@@ -28,10 +28,11 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the loopback cluster
 
 from _report import update_section  # noqa: E402
 
-from mixscribe.loopback import LoopbackCluster  # noqa: E402
+from tests.support.loopback import LoopbackCluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALING_DOC = ROOT / "docs" / "scaling.md"

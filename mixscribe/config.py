@@ -57,36 +57,36 @@ class GeneratorConfig:
     register_window: int = 19  # semitones of the shared window (an octave and a fifth)
 
     def validate(self) -> None:
-        _check(self.clip_frames >= 32, "generator.clip_frames", "must be >= 32")
-        _check(0 <= self.shared_register_prob <= 1, "generator.shared_register_prob", "must be in [0, 1]")
-        _check(7 <= self.register_window <= 48, "generator.register_window", "must be in [7, 48] semitones")
-        _check(len(self.octave_weights) == 7, "generator.octave_weights", "needs 7 weights")
-        _check(all(w >= 0 for w in self.octave_weights), "generator.octave_weights", "must be >= 0")
-        _check(0 <= self.near_prob <= 1, "generator.near_prob", "must be in [0, 1]")
-        _check(self.near_window >= 1, "generator.near_window", "must be >= 1")
-        _check(
+        check_field(self.clip_frames >= 32, "generator.clip_frames", "must be >= 32")
+        check_field(0 <= self.shared_register_prob <= 1, "generator.shared_register_prob", "must be in [0, 1]")
+        check_field(7 <= self.register_window <= 48, "generator.register_window", "must be in [7, 48] semitones")
+        check_field(len(self.octave_weights) == 7, "generator.octave_weights", "needs 7 weights")
+        check_field(all(w >= 0 for w in self.octave_weights), "generator.octave_weights", "must be >= 0")
+        check_field(0 <= self.near_prob <= 1, "generator.near_prob", "must be in [0, 1]")
+        check_field(self.near_window >= 1, "generator.near_window", "must be >= 1")
+        check_field(
             1 <= self.duration_min <= self.duration_mean <= self.duration_max,
             "generator.duration_mean",
             "needs duration_min <= duration_mean <= duration_max",
         )
-        _check(self.onset_scale > 0, "generator.onset_scale", "must be > 0")
-        _check(0 <= self.poly_prob < 1, "generator.poly_prob", "must be in [0, 1)")
-        _check(0 <= self.chord_prob <= 1, "generator.chord_prob", "must be in [0, 1]")
-        _check(self.max_polyphony >= 1, "generator.max_polyphony", "must be >= 1")
-        _check(0 <= self.line_prob <= 1, "generator.line_prob", "must be in [0, 1]")
-        _check(
+        check_field(self.onset_scale > 0, "generator.onset_scale", "must be > 0")
+        check_field(0 <= self.poly_prob < 1, "generator.poly_prob", "must be in [0, 1)")
+        check_field(0 <= self.chord_prob <= 1, "generator.chord_prob", "must be in [0, 1]")
+        check_field(self.max_polyphony >= 1, "generator.max_polyphony", "must be >= 1")
+        check_field(0 <= self.line_prob <= 1, "generator.line_prob", "must be in [0, 1]")
+        check_field(
             1 <= self.velocity_min < self.velocity_max <= 127,
             "generator.velocity_min",
             "needs 1 <= velocity_min < velocity_max <= 127",
         )
-        _check(0 <= self.detune_max <= 8191, "generator.detune_max", "must be in [0, 8191]")
-        _check(
+        check_field(0 <= self.detune_max <= 8191, "generator.detune_max", "must be in [0, 8191]")
+        check_field(
             self.vibrato_low <= self.vibrato_mode <= self.vibrato_high,
             "generator.vibrato_mode",
             "needs vibrato_low <= vibrato_mode <= vibrato_high",
         )
-        _check(self.tempo_bpm > 0, "generator.tempo_bpm", "must be > 0")
-        _check(0 <= self.jitter_frames < 0.5, "generator.jitter_frames", "must be in [0, 0.5)")
+        check_field(self.tempo_bpm > 0, "generator.tempo_bpm", "must be > 0")
+        check_field(0 <= self.jitter_frames < 0.5, "generator.jitter_frames", "must be in [0, 0.5)")
 
 
 @dataclass(frozen=True)
@@ -106,12 +106,12 @@ class RenderConfig:
     max_raw_peak: float = 4.0
 
     def validate(self) -> None:
-        _check(self.render_rate in (22050, 44100, 88200), "render.render_rate", "must be 22050, 44100 or 88200")
-        _check(0 < self.synth_gain <= 10, "render.synth_gain", "must be in (0, 10]")
-        _check(self.interpolation in (0, 1, 4, 7), "render.interpolation", "must be 0, 1, 4 or 7")
-        _check(16 <= self.polyphony <= 65535, "render.polyphony", "must be in [16, 65535]")
-        _check(0 < self.peak_limit <= 1, "render.peak_limit", "must be in (0, 1]")
-        _check(self.target_rms_dbfs < 0, "render.target_rms_dbfs", "must be < 0")
+        check_field(self.render_rate in (22050, 44100, 88200), "render.render_rate", "must be 22050, 44100 or 88200")
+        check_field(0 < self.synth_gain <= 10, "render.synth_gain", "must be in (0, 10]")
+        check_field(self.interpolation in (0, 1, 4, 7), "render.interpolation", "must be 0, 1, 4 or 7")
+        check_field(16 <= self.polyphony <= 65535, "render.polyphony", "must be in [16, 65535]")
+        check_field(0 < self.peak_limit <= 1, "render.peak_limit", "must be in (0, 1]")
+        check_field(self.target_rms_dbfs < 0, "render.target_rms_dbfs", "must be < 0")
 
 
 # same-register: the valid split's instruments (seen in training, new clips), every clip's stems in one
@@ -131,13 +131,13 @@ class SplitConfig:
 
     def validate(self) -> None:
         unknown = set(self.fractions) - set(SPLITS)
-        _check(not unknown, "splits.fractions", f"unknown split(s) {sorted(unknown)}; known: {list(SPLITS)}")
-        _check(all(v >= 0 for v in self.fractions.values()), "splits.fractions", "must be >= 0")
-        _check(sum(self.fractions.values()) > 0, "splits.fractions", "must not all be 0")
-        from mixscribe.synth.instruments import GM_FAMILIES
+        check_field(not unknown, "splits.fractions", f"unknown split(s) {sorted(unknown)}; known: {list(SPLITS)}")
+        check_field(all(v >= 0 for v in self.fractions.values()), "splits.fractions", "must be >= 0")
+        check_field(sum(self.fractions.values()) > 0, "splits.fractions", "must not all be 0")
+        from mixscribe.schema import GM_FAMILIES
 
         bad = [f for f in self.holdout_gm_families if f not in GM_FAMILIES]
-        _check(not bad, "splits.holdout_gm_families", f"unknown GM famil(ies) {bad}; known: {list(GM_FAMILIES)}")
+        check_field(not bad, "splits.holdout_gm_families", f"unknown GM famil(ies) {bad}; known: {list(GM_FAMILIES)}")
 
 
 PROCEDURAL_FAMILY = "procedural"
@@ -162,11 +162,11 @@ class ProceduralConfig:
         return self.seen_instruments + self.unseen_instruments > 0
 
     def validate(self) -> None:
-        _check(0 <= self.seen_instruments <= 100_000, "synth.procedural.seen_instruments", "must be in [0, 100000]")
-        _check(0 <= self.unseen_instruments <= 100_000, "synth.procedural.unseen_instruments",
+        check_field(0 <= self.seen_instruments <= 100_000, "synth.procedural.seen_instruments", "must be in [0, 100000]")
+        check_field(0 <= self.unseen_instruments <= 100_000, "synth.procedural.unseen_instruments",
                "must be in [0, 100000]")  # fmt: skip
-        _check(0 <= self.share <= 1, "synth.procedural.share", "must be in [0, 1]")
-        _check(0 <= self.seed < 2**63, "synth.procedural.seed", "must be in [0, 2^63)")
+        check_field(0 <= self.share <= 1, "synth.procedural.share", "must be in [0, 1]")
+        check_field(0 <= self.seed < 2**63, "synth.procedural.seed", "must be in [0, 2^63)")
 
 
 @dataclass(frozen=True)
@@ -188,17 +188,17 @@ class TimbreConfig:
     formant_semitones: int = 2
 
     def validate(self) -> None:
-        _check(0 <= self.prob <= 1, "synth.timbre.prob", "must be in [0, 1]")
+        check_field(0 <= self.prob <= 1, "synth.timbre.prob", "must be in [0, 1]")
         bad = [s for s in self.splits if s not in SPLITS]
-        _check(not bad, "synth.timbre.splits", f"unknown split(s) {bad}; known: {list(SPLITS)}")
+        check_field(not bad, "synth.timbre.splits", f"unknown split(s) {bad}; known: {list(SPLITS)}")
         for name, bound in (("filter_cents", 9600), ("filter_q_cb", 960), ("attack_timecents", 4800),
                             ("release_timecents", 4800), ("vibrato_cents", 1200), ("tremolo_cb", 240)):  # fmt: skip
             low, high = getattr(self, name)
-            _check(-bound <= low <= high <= bound, f"synth.timbre.{name}", f"needs -{bound} <= low <= high <= {bound}")
-        _check(self.filter_cents[1] <= 0, "synth.timbre.filter_cents", "must be <= 0 (a cutoff above the preset's adds nothing)")
-        _check(self.filter_q_cb[0] >= 0 and self.vibrato_cents[0] >= 0 and self.tremolo_cb[0] >= 0, "synth.timbre",
+            check_field(-bound <= low <= high <= bound, f"synth.timbre.{name}", f"needs -{bound} <= low <= high <= {bound}")
+        check_field(self.filter_cents[1] <= 0, "synth.timbre.filter_cents", "must be <= 0 (a cutoff above the preset's adds nothing)")
+        check_field(self.filter_q_cb[0] >= 0 and self.vibrato_cents[0] >= 0 and self.tremolo_cb[0] >= 0, "synth.timbre",
                "filter_q_cb, vibrato_cents and tremolo_cb add depth: they must be >= 0")  # fmt: skip
-        _check(0 <= self.formant_semitones <= 12, "synth.timbre.formant_semitones", "must be in [0, 12]")
+        check_field(0 <= self.formant_semitones <= 12, "synth.timbre.formant_semitones", "must be in [0, 12]")
 
 
 @dataclass(frozen=True)
@@ -229,14 +229,14 @@ class SynthConfig:
         self.splits.validate()
         self.procedural.validate()
         self.timbre.validate()
-        _check(1 <= self.stems_min <= self.stems_max <= 8, "synth.stems_min", "needs 1 <= stems_min <= stems_max <= 8")
+        check_field(1 <= self.stems_min <= self.stems_max <= 8, "synth.stems_min", "needs 1 <= stems_min <= stems_max <= 8")
         bad = [p for p in self.programs if not 0 <= p <= 127]
-        _check(not bad, "synth.programs", f"GM programs must be 0..127, got {bad}")
-        _check(self.clips_per_shard >= 1, "synth.clips_per_shard", "must be >= 1")
-        _check(self.workers >= 0, "synth.workers", "must be >= 0")
-        _check(0 < self.actor_cpus <= 16, "synth.actor_cpus", "must be in (0, 16]")
-        _check(self.max_draw_attempts >= 1, "synth.max_draw_attempts", "must be >= 1")
-        _check(0 <= self.seed < 2**63, "synth.seed", "must be in [0, 2^63) (numpy seeds are non-negative)")
+        check_field(not bad, "synth.programs", f"GM programs must be 0..127, got {bad}")
+        check_field(self.clips_per_shard >= 1, "synth.clips_per_shard", "must be >= 1")
+        check_field(self.workers >= 0, "synth.workers", "must be >= 0")
+        check_field(0 < self.actor_cpus <= 16, "synth.actor_cpus", "must be in (0, 16]")
+        check_field(self.max_draw_attempts >= 1, "synth.max_draw_attempts", "must be >= 1")
+        check_field(0 <= self.seed < 2**63, "synth.seed", "must be in [0, 2^63) (numpy seeds are non-negative)")
 
 
 @dataclass(frozen=True)
@@ -267,19 +267,19 @@ class ModelConfig:
     max_anchors: int = 1024  # InfoNCE anchors sampled per item (memory O(anchors x bins), not O(bins^2))
 
     def validate(self) -> None:
-        _check(self.cqt in ("octave", "nnaudio"), "model.cqt", "must be 'octave' or 'nnaudio'")
-        _check(self.norm in ("energy", "energy-nolog", "batchnorm"), "model.norm",
+        check_field(self.cqt in ("octave", "nnaudio"), "model.cqt", "must be 'octave' or 'nnaudio'")
+        check_field(self.norm in ("energy", "energy-nolog", "batchnorm"), "model.norm",
                "must be 'energy', 'energy-nolog' or 'batchnorm'")  # fmt: skip
-        _check(self.stack_src_bins in (252, 288), "model.stack_src_bins", "must be 252 or 288")
-        _check(self.timbre_loss in ("infonce", "mse"), "model.timbre_loss", "must be 'infonce' or 'mse'")
-        _check(self.encoder_out_pad in (0, 1), "model.encoder_out_pad", "must be 0 or 1")
-        _check(self.embed_dim >= 2, "model.embed_dim", "must be >= 2")
-        _check(self.tau > 0, "model.tau", "must be > 0")
-        _check(self.n_bins == 288 and self.bins_per_octave == 36, "model.n_bins",
+        check_field(self.stack_src_bins in (252, 288), "model.stack_src_bins", "must be 252 or 288")
+        check_field(self.timbre_loss in ("infonce", "mse"), "model.timbre_loss", "must be 'infonce' or 'mse'")
+        check_field(self.encoder_out_pad in (0, 1), "model.encoder_out_pad", "must be 0 or 1")
+        check_field(self.embed_dim >= 2, "model.embed_dim", "must be >= 2")
+        check_field(self.tau > 0, "model.tau", "must be > 0")
+        check_field(self.n_bins == 288 and self.bins_per_octave == 36, "model.n_bins",
                "the network is built for 288 bins at 36 per octave")  # fmt: skip
 
 
-def _check(ok: bool, name: str, why: str) -> None:
+def check_field(ok: bool, name: str, why: str) -> None:
     if not ok:
         raise ConfigError(f"config field {name}: {why}")
 

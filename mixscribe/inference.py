@@ -293,7 +293,7 @@ def _check_k(k: int | None, n_notes: int, strict_k: bool) -> None:
         raise TranscribeError(f"K = {k} is larger than the {n_notes} notes found")
 
 
-def _tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None, params: DecodeParams = DecodeParams(),
+def note_tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None, params: DecodeParams = DecodeParams(),
             n_frames: int | None = None) -> tuple[list[Note], int]:  # fmt: skip
     """Notes into K tracks; K None: estimated by the model's K classifier (else the eigengap)."""
     if k is None and u is not None and raw and params.k_model is not None:
@@ -314,7 +314,7 @@ def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int 
     raw = create_notes(frame, onset, params)
     _check_k(k, len(raw), strict_k)
     u = pool_note_embeddings(raw, frame, emb, params.pool_power) if emb is not None and k != 1 and raw else None
-    return _tracks(raw, u, k, params, frame.shape[1])
+    return note_tracks(raw, u, k, params, frame.shape[1])
 
 
 def default_params(model) -> DecodeParams:
@@ -338,7 +338,7 @@ def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: Dec
     raw = create_notes(frame, onset, params)
     _check_k(k, len(raw), strict_k=True)
     u = runner.pooled_embeddings(raw, frame, params.pool_power) if k != 1 and raw else None
-    notes, k_used = _tracks(raw, u, k, params, frame.shape[1])
+    notes, k_used = note_tracks(raw, u, k, params, frame.shape[1])
     return Transcription(notes, k_used, k is None, len(audio) / SAMPLE_RATE, frame, onset,
                          float(quiet.mean()) if quiet.size else 1.0)
 

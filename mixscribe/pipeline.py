@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixscribe.config import _check, from_dict, load_preset, to_dict
+from mixscribe.config import check_field, from_dict, load_preset, to_dict
 from mixscribe.errors import MixscribeError
 
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
@@ -58,28 +58,28 @@ class PipelineConfig:
     def validate(self) -> None:
         from mixscribe.train.steps import STAGES
 
-        _check(self.num_clips >= 4, "pipeline.num_clips", "must be >= 4")
-        _check(self.chorales >= 0 and self.chorale_seconds >= 0, "pipeline.chorales", "must be >= 0")
-        _check(bool(self.train_stages) and all(s in STAGES for s in self.train_stages), "pipeline.train_stages",
+        check_field(self.num_clips >= 4, "pipeline.num_clips", "must be >= 4")
+        check_field(self.chorales >= 0 and self.chorale_seconds >= 0, "pipeline.chorales", "must be >= 0")
+        check_field(bool(self.train_stages) and all(s in STAGES for s in self.train_stages), "pipeline.train_stages",
                f"each must be one of {list(STAGES)}")  # fmt: skip
         for stage, fields in self.stage_train.items():
-            _check(stage in self.train_stages, f"pipeline.stage_train.{stage}", "not one of pipeline.train_stages")
-            _check(isinstance(fields, dict), f"pipeline.stage_train.{stage}", "expected a mapping of train fields")
-            _check("stage" not in fields, f"pipeline.stage_train.{stage}.stage", "the stage is set by its key")
+            check_field(stage in self.train_stages, f"pipeline.stage_train.{stage}", "not one of pipeline.train_stages")
+            check_field(isinstance(fields, dict), f"pipeline.stage_train.{stage}", "expected a mapping of train fields")
+            check_field("stage" not in fields, f"pipeline.stage_train.{stage}.stage", "the stage is set by its key")
         for name in ("init_checkpoint", "compare_with"):
             spec = getattr(self, name)
-            _check(not spec or Path(resolve_init_checkpoint(spec)).is_file(), f"pipeline.{name}",
+            check_field(not spec or Path(resolve_init_checkpoint(spec)).is_file(), f"pipeline.{name}",
                    f"no such checkpoint file {spec!r}")  # fmt: skip
-        _check(bool(self.init_branches) and all(b in BRANCHES for b in self.init_branches), "pipeline.init_branches",
+        check_field(bool(self.init_branches) and all(b in BRANCHES for b in self.init_branches), "pipeline.init_branches",
                f"each must be one of {list(BRANCHES)}, at least one")  # fmt: skip
-        _check(set(self.init_branches) == set(BRANCHES) or bool(self.init_checkpoint), "pipeline.init_branches",
+        check_field(set(self.init_branches) == set(BRANCHES) or bool(self.init_checkpoint), "pipeline.init_branches",
                "needs pipeline.init_checkpoint to take branches from")  # fmt: skip
         from mixscribe.evaluate.datasets import DATASETS
 
         for name, home in self.datasets.items():
-            _check(name in DATASETS, f"pipeline.datasets.{name}", f"unknown dataset; one of {sorted(DATASETS)}")
-            _check(Path(str(home)).expanduser().is_dir(), f"pipeline.datasets.{name}", f"no such folder {home!r}")
-        _check(bool(self.compare_sets) or not self.compare_with, "pipeline.compare_sets", "needs at least one set")
+            check_field(name in DATASETS, f"pipeline.datasets.{name}", f"unknown dataset; one of {sorted(DATASETS)}")
+            check_field(Path(str(home)).expanduser().is_dir(), f"pipeline.datasets.{name}", f"no such folder {home!r}")
+        check_field(bool(self.compare_sets) or not self.compare_with, "pipeline.compare_sets", "needs at least one set")
 
 
 def resolve_init_checkpoint(spec: str) -> str:
@@ -101,12 +101,12 @@ class Plan:
 
     def train_for(self, stage: str, init_checkpoint: str = ""):
         """The train config of one stage: the train section, this stage's stage_train fields over it."""
-        from mixscribe.train.trainer import _validate
+        from mixscribe.train.trainer import validate_train_config
 
         fields = {**to_dict(self.train), **self.pipeline.stage_train.get(stage, {}), "stage": stage,
                   "init_checkpoint": init_checkpoint}  # fmt: skip
         cfg = from_dict(type(self.train), fields, prefix="train.")
-        _validate(cfg)
+        validate_train_config(cfg)
         return cfg
 
     def as_dict(self) -> dict:

@@ -19,6 +19,18 @@ HOP = 256
 MIDI_MIN, MIDI_MAX = 24, 107  # the model's 84 pitch rows
 
 
+# The 16 General MIDI instrument families (8 programs each): a stem's `gm_family`, the held-out families
+# of a split, the per-pair tables. Here, not in synth/, because configs and every stage name them.
+GM_FAMILIES = (
+    "piano", "chromatic-percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass",
+    "reed", "pipe", "synth-lead", "synth-pad", "synth-effects", "ethnic", "percussive", "sound-effects",
+)  # fmt: skip
+
+
+def gm_family(program: int) -> str:
+    return GM_FAMILIES[program // 8]
+
+
 def frame_to_seconds(frame: int | float) -> float:
     return float(frame) * HOP / SAMPLE_RATE
 

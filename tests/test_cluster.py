@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from mixscribe.loopback import LoopbackCluster
+from tests.support.loopback import LoopbackCluster
 from mixscribe.synth.clips import clip_id
 from mixscribe.synth.pipeline import read_clips_table, read_manifest
 from mixscribe.train.data import verify_shards

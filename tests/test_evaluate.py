@@ -123,11 +123,11 @@ def test_a_set_without_ground_truth_is_refused(shards, tmp_path):
     import pyarrow.parquet as pq
 
     from mixscribe.errors import MixscribeError
-    from mixscribe.evaluate.runner import _set_tables
+    from mixscribe.evaluate.runner import set_tables
 
     with pytest.raises(MixscribeError, match="no set 'train'"):
-        _set_tables(shards, ["train"])
-    tables = _set_tables(shards, ["valid"])
+        set_tables(shards, ["train"])
+    tables = set_tables(shards, ["valid"])
     assert tables["valid"].num_rows >= 1
     # strip the notes of every clip: the set has nothing to score against
     import shutil
@@ -139,19 +139,19 @@ def test_a_set_without_ground_truth_is_refused(shards, tmp_path):
         empty = t.set_column(t.schema.get_field_index("notes"), "notes", [[[] for _ in range(t.num_rows)]])
         pq.write_table(empty.replace_schema_metadata(t.schema.metadata), f)
     with pytest.raises(MixscribeError, match="no clip with ground-truth notes"):
-        _set_tables(str(copy), ["valid"])
+        set_tables(str(copy), ["valid"])
 
 
 def test_thresholds_are_tuned_on_the_validation_set_only(shards):
     from mixscribe.config import to_dict
-    from mixscribe.evaluate.runner import EvalConfig, _cluster_tuning_clips, _set_tables, _tuning_clips, evaluate_checkpoint
+    from mixscribe.evaluate.runner import EvalConfig, _cluster_tuning_clips, set_tables, _tuning_clips, evaluate_checkpoint
     from mixscribe.evaluate.thresholds import tune_clustering, tune_thresholds
 
     one = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=1))
     two = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=2))
     assert {r["set"] for r in one.rows} == {"unseen-soundfont"}  # the tuning set is not scored unless asked
     assert (one.config.frame_threshold, one.config.onset_threshold) == (two.config.frame_threshold, two.config.onset_threshold)
-    valid = _set_tables(shards, ["valid"])["valid"]
+    valid = set_tables(shards, ["valid"])["valid"]
     expected = tune_thresholds(_tuning_clips(GOLDEN.read_bytes(), valid))
     assert dataclasses.replace(one.tuned, pool_power=None, cluster_sharpness=None, sep_note_f1=None) == expected
     assert one.config.frame_threshold == expected.frame_threshold

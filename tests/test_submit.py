@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mixscribe.errors import MixscribeError
-from mixscribe.loopback import free_port
+from tests.support.loopback import free_port
 from mixscribe.submit import build_runtime_env, check_stage_args, load_runtime_env, parse_env, ship_config
 
 ROOT = Path(__file__).resolve().parent.parent

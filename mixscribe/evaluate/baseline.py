@@ -71,10 +71,10 @@ def evaluate_basic_pitch(shards: str, sets: tuple[str, ...], max_clips_per_set: 
     import soundfile as sf
 
     from mixscribe.evaluate.metrics import clip_scores, notes_to_roll
-    from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult, _set_tables, part_families
+    from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult, set_tables, part_families
     from mixscribe.schema import HOP, SAMPLE_RATE, Note, table_to_clips
 
-    tables = _set_tables(shards, sets)
+    tables = set_tables(shards, sets)
     python = python or basic_pitch_env()
     clips = [c for t in tables.values() for c in table_to_clips(t.slice(0, max_clips_per_set or t.num_rows))]
     rows = []

@@ -39,12 +39,12 @@ class ChoraleConfig:
     procedural_pool: int = 64
 
     def __post_init__(self) -> None:
-        from mixscribe.config import _check
+        from mixscribe.config import check_field
 
-        _check(self.chorales >= 1, "chorales.chorales", "must be >= 1")
-        _check(self.max_seconds >= 0, "chorales.max_seconds", "must be >= 0")
-        _check(0 <= self.seed < 2**63, "chorales.seed", "must be in [0, 2^63)")
-        _check(self.procedural_pool >= len(PARTS), "chorales.procedural_pool", f"must be >= {len(PARTS)}")
+        check_field(self.chorales >= 1, "chorales.chorales", "must be >= 1")
+        check_field(self.max_seconds >= 0, "chorales.max_seconds", "must be >= 0")
+        check_field(0 <= self.seed < 2**63, "chorales.seed", "must be in [0, 2^63)")
+        check_field(self.procedural_pool >= len(PARTS), "chorales.procedural_pool", f"must be >= {len(PARTS)}")
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class ProceduralVoices:
 
 def render_chorale(name: str, index: int, cfg: ChoraleConfig, renderer, voices) -> list[Clip]:
     """Every 2-, 3- and 4-part combination of one chorale, each a clip."""
-    from mixscribe.synth.instruments import gm_family
+    from mixscribe.schema import gm_family
     from mixscribe.synth.render import Instrument
 
     rng = np.random.default_rng([cfg.seed, index])

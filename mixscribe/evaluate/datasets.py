@@ -292,7 +292,7 @@ def _load_part(part: Part) -> np.ndarray:
 def piece_clips(piece: Piece, dataset: str, protocol: Protocol, max_seconds: float = 0.0) -> list[Clip]:
     """The piece's mixtures as clips: each part a stem (its recordings at their recorded balance, one
     gain for the whole piece so that the loudest stays below full scale), notes from the annotations."""
-    from mixscribe.synth.instruments import gm_family
+    from mixscribe.schema import gm_family
 
     combos = protocol.mixtures(piece)
     if not combos:

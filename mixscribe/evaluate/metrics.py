@@ -67,7 +67,7 @@ def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 
-def _intervals(notes: list[Note]) -> tuple[np.ndarray, np.ndarray]:
+def note_intervals(notes: list[Note]) -> tuple[np.ndarray, np.ndarray]:
     if not notes:
         return np.zeros((0, 2)), np.zeros(0)
     iv = np.array([[n.onset, max(n.offset, n.onset + 1e-3)] for n in notes], float)
@@ -83,8 +83,8 @@ def note_scores(ref: list[Note], est: list[Note]) -> dict[str, float]:
         return {"note_precision": 1.0, "note_recall": 1.0, "note_f1": 1.0, "note_offset_f1": 1.0}
     if not ref or not est:
         return {"note_precision": 0.0, "note_recall": 0.0, "note_f1": 0.0, "note_offset_f1": 0.0}
-    ri, rp = _intervals(ref)
-    ei, ep = _intervals(est)
+    ri, rp = note_intervals(ref)
+    ei, ep = note_intervals(est)
     p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
         ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE, pitch_tolerance=50.0, offset_ratio=None)  # fmt: skip
     _, _, f_off, _ = mir_eval.transcription.precision_recall_f1_overlap(
@@ -142,8 +142,8 @@ def matched_pairs(ref: list[Note], est: list[Note]) -> list[tuple[int, int]]:
 
     if not ref or not est:
         return []
-    ri, rp = _intervals(ref)
-    ei, ep = _intervals(est)
+    ri, rp = note_intervals(ref)
+    ei, ep = note_intervals(est)
     return mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE,
                                               pitch_tolerance=50.0, offset_ratio=None)  # fmt: skip
 

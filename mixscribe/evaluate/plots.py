@@ -13,7 +13,7 @@ from mixscribe.schema import Note
 BAR_METRICS = ("frame_f1", "note_f1", "sep_note_f1", "cluster_purity")
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,17 +22,17 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     from mixscribe.fsio import atomic_local_write
 
     atomic_local_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def bars_per_set(summary: dict[str, float], path: Path) -> Path:
     """One group of bars per set (all K pooled), one bar per metric, in %."""
-    plt = _plt()
+    plt = pyplot()
     sets = sorted({k.split("/")[1] for k in summary})
     fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(sets)), 3.5))
     width = 0.8 / len(BAR_METRICS)
@@ -44,14 +44,14 @@ def bars_per_set(summary: dict[str, float], path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, ncols=2)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def register_per_pair(pairs: dict[str, float], path: Path, limit: int = 24) -> Path:
     """Per instrument pair (2-part clips, the pooled sets' worst separated first): separated note F
     beside how far one pitch threshold explains the estimated tracks and the true parts. Where the
     first register bar stands far above the second, the tracks follow register rather than timbre."""
-    plt = _plt()
+    plt = pyplot()
     keys = sorted({k.rsplit("/", 1)[0] for k in pairs}, key=lambda k: pairs[f"{k}/sep_note_f1"])[:limit]
     labels = [f"{k.split('/')[3].replace('_and_', '+')} ({k.split('/')[1]})" for k in keys]
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.32 * len(keys)))
@@ -65,12 +65,12 @@ def register_per_pair(pairs: dict[str, float], path: Path, limit: int = 24) -> P
     ax.set_xlabel("%")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def curves_per_k(summary: dict[str, float], path: Path, metric: str = "sep_note_f1") -> Path:
     """The metric against the number of instruments K, one line per set."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for s in sorted({k.split("/")[1] for k in summary}):
         ks = sorted(int(k.split("/")[2][:-3]) for k in summary if k.startswith(f"eval/{s}/") and k.split("/")[2] != "all"
@@ -82,14 +82,14 @@ def curves_per_k(summary: dict[str, float], path: Path, metric: str = "sep_note_
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def tsne_embeddings(embeddings: np.ndarray, labels: list[str], path: Path, seed: int = 0) -> Path:
     """Note embeddings (N x D) projected with scikit-learn's t-SNE, coloured by true instrument."""
     from sklearn.manifold import TSNE
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if len(embeddings) >= 5:
         xy = TSNE(n_components=2, perplexity=min(30.0, (len(embeddings) - 1) / 3), random_state=seed,
@@ -106,13 +106,13 @@ def tsne_embeddings(embeddings: np.ndarray, labels: list[str], path: Path, seed:
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def piano_roll(ref: list[Note], est: list[Note], title: str, path: Path) -> Path:
     """Estimated notes as coloured bars (one colour per track), reference notes outlined in black on top,
     so both stay visible even when a weak model floods the roll."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.5))
     cmap = plt.get_cmap("tab10")
     for n in est:
@@ -126,7 +126,7 @@ def piano_roll(ref: list[Note], est: list[Note], title: str, path: Path) -> Path
     ax.set_ylabel("MIDI pitch")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _box(n: Note):

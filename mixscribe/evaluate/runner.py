@@ -44,20 +44,20 @@ class EvalConfig:
     backend: str = "float32"  # the model's arithmetic (inference.BACKENDS); "auto" scores what transcribe runs
 
     def validate(self) -> None:
-        from mixscribe.config import _check
+        from mixscribe.config import check_field
 
-        _check(self.k_mode in K_MODES, "evaluate.k_mode", f"must be one of {list(K_MODES)}")
-        _check(len(self.sets) >= 1, "evaluate.sets", "needs at least one set")
-        _check(0 < self.onset_threshold < 1 and 0 < self.frame_threshold < 1, "evaluate.onset_threshold",
+        check_field(self.k_mode in K_MODES, "evaluate.k_mode", f"must be one of {list(K_MODES)}")
+        check_field(len(self.sets) >= 1, "evaluate.sets", "needs at least one set")
+        check_field(0 < self.onset_threshold < 1 and 0 < self.frame_threshold < 1, "evaluate.onset_threshold",
                "thresholds must lie in (0, 1)")  # fmt: skip
-        _check(self.clips_per_task >= 1 and self.task_cpus > 0, "evaluate.clips_per_task", "must be >= 1")
-        _check(self.min_note_frames >= 0 and self.energy_tolerance >= 0, "evaluate.min_note_frames",
+        check_field(self.clips_per_task >= 1 and self.task_cpus > 0, "evaluate.clips_per_task", "must be >= 1")
+        check_field(self.min_note_frames >= 0 and self.energy_tolerance >= 0, "evaluate.min_note_frames",
                "note length and gap tolerance must be >= 0")  # fmt: skip
-        _check(self.pool_power > 0 and self.cluster_sharpness > 0, "evaluate.pool_power",
+        check_field(self.pool_power > 0 and self.cluster_sharpness > 0, "evaluate.pool_power",
                "pool power and cluster sharpness must be > 0")  # fmt: skip
         from mixscribe.inference import BACKENDS
 
-        _check(self.backend in BACKENDS, "evaluate.backend", f"must be one of {list(BACKENDS)}")
+        check_field(self.backend in BACKENDS, "evaluate.backend", f"must be one of {list(BACKENDS)}")
 
     def decode_params(self):
         """What decoding uses: the thresholds, note shape and clustering, K's sharpness and classifier."""
@@ -185,7 +185,7 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
 
     from mixscribe.config import from_dict
     from mixscribe.evaluate.metrics import clip_scores
-    from mixscribe.inference import _tracks
+    from mixscribe.inference import note_tracks
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
@@ -197,7 +197,7 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
         k_ref = len({n.stem for n in clip.notes}) or 1
         frame, raw, pooled = _clip_notes(model, clip, params, [params.pool_power], cfg.backend)
         u = pooled[params.pool_power]
-        est, k_est = _tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params, frame.shape[1])
+        est, k_est = note_tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params, frame.shape[1])
         scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
         rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, "parts": part_families(clip),
                      **{m: scores[m] for m in METRICS}})  # fmt: skip
@@ -209,14 +209,14 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
 def _matched_embeddings(clip, est: list, u, limit: int = 64) -> dict:
     """Embeddings of the estimated notes that hit a reference note, labelled with that note's true
     instrument (its GM family): what the t-SNE figure shows."""
-    from mixscribe.evaluate.metrics import ONSET_TOLERANCE, _intervals
+    from mixscribe.evaluate.metrics import ONSET_TOLERANCE, note_intervals
 
     if u is None or not est or not clip.notes:
         return {"emb": np.zeros((0, 0), np.float32), "labels": []}
     import mir_eval
 
-    ri, rp = _intervals(clip.notes)
-    ei, ep = _intervals(est)
+    ri, rp = note_intervals(clip.notes)
+    ei, ep = note_intervals(est)
     pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE, pitch_tolerance=50.0,
                                                offset_ratio=None)[:limit]  # fmt: skip
     return {"emb": np.asarray([u[j] for _, j in pairs], np.float32),
@@ -251,7 +251,7 @@ def _load_blob(checkpoint: bytes):
         return load_model(f.name)
 
 
-def _set_tables(shards: str, names) -> dict:
+def set_tables(shards: str, names) -> dict:
     """The clips with ground truth of each named split; unknown or empty sets are errors before any work."""
     import pyarrow.compute as pc
 
@@ -307,10 +307,10 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     load_model(checkpoint)  # a checkpoint that does not rebuild its model fails here, not in a task
     with open(checkpoint, "rb") as f:
         blob = f.read()
-    tables = _set_tables(shards, cfg.sets)
+    tables = set_tables(shards, cfg.sets)
     tune_table = None
     if cfg.tune_on:  # the whole tuning set; max_clips_per_set limits only what is scored
-        tune_table = _set_tables(tune_shards or shards, [cfg.tune_on])[cfg.tune_on]
+        tune_table = set_tables(tune_shards or shards, [cfg.tune_on])[cfg.tune_on]
     init_ray()
     ref = ray.put(blob)
     tuned = None

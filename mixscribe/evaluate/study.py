@@ -35,13 +35,13 @@ class StudyConfig:
     compare_metrics: tuple[str, ...] = ("note_f1", "sep_note_f1")  # the arm comparison's figures
 
     def validate(self) -> None:
-        from mixscribe.config import _check
+        from mixscribe.config import check_field
 
-        _check(bool(self.name) and "/" not in self.name, "study.name", "needs a name without '/'")
-        _check(len(self.holdout_families) >= 1, "study.holdout_families", "needs at least one family")
+        check_field(bool(self.name) and "/" not in self.name, "study.name", "needs a name without '/'")
+        check_field(len(self.holdout_families) >= 1, "study.holdout_families", "needs at least one family")
         bad = [a for a in self.arms if not a or not all(c.isalnum() or c in "-_" for c in a)]
-        _check(not bad, "study.arms", f"arm names need letters, digits, - or _ only, got {bad}")
-        _check(len(self.arms) != 1, "study.arms", "needs at least two arms to compare (or none)")
+        check_field(not bad, "study.arms", f"arm names need letters, digits, - or _ only, got {bad}")
+        check_field(len(self.arms) != 1, "study.arms", "needs at least two arms to compare (or none)")
 
     def folds(self) -> list[tuple[str, str]]:
         """(arm, held-out family) of every pipeline; arm "" when the study has no arms. Family by family,
@@ -183,9 +183,9 @@ def decision(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) -> str
 def heatmap(matrix: Matrix, path: Path) -> Path:
     import numpy as np
 
-    from mixscribe.evaluate.plots import _plt, _save
+    from mixscribe.evaluate.plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     values = np.array([[matrix.rows[f].get(s, np.nan) for s in matrix.sets] for f in matrix.rows]) * 100
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(matrix.sets), 1.2 + 0.6 * len(matrix.rows)))
     im = ax.imshow(values, vmin=0, vmax=100, cmap="viridis")
@@ -195,7 +195,7 @@ def heatmap(matrix: Matrix, path: Path) -> Path:
         ax.text(j, i, "-" if np.isnan(v) else f"{v:.1f}", ha="center", va="center", color="white" if v < 60 else "black")
     fig.colorbar(im, ax=ax, label=f"{matrix.metric} (%)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None, log=print) -> Matrix:

@@ -113,19 +113,18 @@ def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out:
 
     from mixscribe.model.export import export_onnx
 
+    from mixscribe.evaluate.decode import DecodeParams
+
     payload = load_checkpoint(checkpoint)
     metrics = Path(report) / "metrics.json"
     try:
         evaluation = json.loads(metrics.read_text())
-        decode = {k: float(evaluation["config"][k]) for k in ("onset_threshold", "frame_threshold")}
-        # the note shape and the clustering, where the report tuned them (older reports did not: defaults)
-        for k in ("min_note_frames", "energy_tolerance", "infer_onsets", "pool_power", "cluster_sharpness"):
-            if k in evaluation["config"]:
-                decode[k] = evaluation["config"][k]
-        if "k_sharpness" in evaluation["config"]:  # tuned when the evaluation estimated K
-            decode["k_sharpness"] = float(evaluation["config"]["k_sharpness"])
-        if evaluation["config"].get("k_model"):  # the K classifier fitted on the tuning set
-            decode["k_model"] = evaluation["config"]["k_model"]
+        used = evaluation["config"]
+        decode = {k: float(used[k]) for k in ("onset_threshold", "frame_threshold")}
+        # every other decoding setting the report records (older reports lack some: those stay defaults);
+        # the list is DecodeParams' own, so a new decoding setting is packaged without touching this
+        decode |= {f.name: used[f.name] for f in dataclasses.fields(DecodeParams)
+                   if f.name not in decode and used.get(f.name) is not None}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{metrics}: not an evaluation report with thresholds ({type(exc).__name__})") from exc
     model = load_model(checkpoint)

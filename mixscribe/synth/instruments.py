@@ -8,16 +8,9 @@ Programs that have no definite pitch (drum-like and sound effects) are excluded 
 
 from __future__ import annotations
 
-from mixscribe.schema import MIDI_MAX, MIDI_MIN
+from mixscribe.schema import GM_FAMILIES, MIDI_MAX, MIDI_MIN, gm_family
 
-GM_FAMILIES = (
-    "piano", "chromatic-percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass",
-    "reed", "pipe", "synth-lead", "synth-pad", "synth-effects", "ethnic", "percussive", "sound-effects",
-)  # fmt: skip
-
-
-def gm_family(program: int) -> str:
-    return GM_FAMILIES[program // 8]
+__all__ = ["GM_FAMILIES", "PITCHED_PROGRAMS", "gm_family", "program_range"]
 
 
 # (program, low, high): sounding MIDI range. Unlisted programs are unpitched.

@@ -44,21 +44,21 @@ class AugmentConfig:
     stem_peak_q: tuple[float, float] = (0.7, 3.0)
 
     def validate(self) -> None:
-        from mixscribe.config import _check
+        from mixscribe.config import check_field
 
         for name in ("p_reverb", "p_eq_tilt", "p_gain", "p_compressor", "p_stem_colour"):
-            _check(0 <= getattr(self, name) <= 1, f"augment.{name}", "must be a probability in [0, 1]")
+            check_field(0 <= getattr(self, name) <= 1, f"augment.{name}", "must be a probability in [0, 1]")
         for name in ("room_size", "wet_level", "damping", "tilt_db", "gain_db", "threshold_db", "ratio",
                      "stem_shelf_db", "stem_peak_db", "stem_peak_hz", "stem_peak_q"):  # fmt: skip
             lo_hi = getattr(self, name)
-            _check(len(lo_hi) == 2 and lo_hi[0] <= lo_hi[1], f"augment.{name}", "needs [low, high] with low <= high")
+            check_field(len(lo_hi) == 2 and lo_hi[0] <= lo_hi[1], f"augment.{name}", "needs [low, high] with low <= high")
         for name in ("room_size", "wet_level", "damping"):
-            _check(0 <= min(getattr(self, name)) and max(getattr(self, name)) <= 1, f"augment.{name}", "must lie in [0, 1]")
-        _check(self.ratio[0] >= 1, "augment.ratio", "must be >= 1")
-        _check(0 < self.tilt_pivot_hz < SAMPLE_RATE / 2, "augment.tilt_pivot_hz", "must be below Nyquist")
-        _check(0 < self.stem_peak_hz[0] and self.stem_peak_hz[1] < SAMPLE_RATE / 2, "augment.stem_peak_hz",
+            check_field(0 <= min(getattr(self, name)) and max(getattr(self, name)) <= 1, f"augment.{name}", "must lie in [0, 1]")
+        check_field(self.ratio[0] >= 1, "augment.ratio", "must be >= 1")
+        check_field(0 < self.tilt_pivot_hz < SAMPLE_RATE / 2, "augment.tilt_pivot_hz", "must be below Nyquist")
+        check_field(0 < self.stem_peak_hz[0] and self.stem_peak_hz[1] < SAMPLE_RATE / 2, "augment.stem_peak_hz",
                "must lie in (0, Nyquist)")  # fmt: skip
-        _check(self.stem_peak_q[0] > 0, "augment.stem_peak_q", "must be > 0")
+        check_field(self.stem_peak_q[0] > 0, "augment.stem_peak_q", "must be > 0")
 
 
 def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:

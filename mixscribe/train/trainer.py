@@ -65,31 +65,31 @@ def load_train_config(spec: str, **overrides) -> TrainConfig:
     if "model" in data:
         train["model"] = data["model"] or {}
     cfg = from_dict(TrainConfig, train, prefix="train.")
-    _validate(cfg)
+    validate_train_config(cfg)
     return cfg
 
 
-def _validate(cfg: TrainConfig) -> None:
-    from mixscribe.config import _check
+def validate_train_config(cfg: TrainConfig) -> None:
+    from mixscribe.config import check_field
     from mixscribe.train.steps import PRECISIONS, STAGES
 
-    _check(cfg.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
-    _check(cfg.epochs >= 1 and cfg.steps_per_epoch >= 1, "train.epochs", "epochs and steps_per_epoch must be >= 1")
-    _check(cfg.batch_size >= 1 and cfg.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
-    _check(cfg.lr > 0, "train.lr", "must be > 0")
-    _check(0 <= cfg.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
-    _check(cfg.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
-    _check(isinstance(cfg.compile, bool), "train.compile", "must be true or false")
-    _check(cfg.crop_frames >= 16, "train.crop_frames", "must be >= 16")
-    _check(cfg.mixes_per_clip >= 1 and cfg.remix_pool_clips >= 1, "train.mixes_per_clip",
+    check_field(cfg.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
+    check_field(cfg.epochs >= 1 and cfg.steps_per_epoch >= 1, "train.epochs", "epochs and steps_per_epoch must be >= 1")
+    check_field(cfg.batch_size >= 1 and cfg.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
+    check_field(cfg.lr > 0, "train.lr", "must be > 0")
+    check_field(0 <= cfg.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
+    check_field(cfg.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
+    check_field(isinstance(cfg.compile, bool), "train.compile", "must be true or false")
+    check_field(cfg.crop_frames >= 16, "train.crop_frames", "must be >= 16")
+    check_field(cfg.mixes_per_clip >= 1 and cfg.remix_pool_clips >= 1, "train.mixes_per_clip",
            "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
-    _check(0 < cfg.data_cpus <= 64 and cfg.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
-    _check(0 <= cfg.same_family_prob <= 1, "train.same_family_prob", "must be in [0, 1]")
-    _check(0 <= cfg.register_match_prob <= 1, "train.register_match_prob", "must be in [0, 1]")
-    _check(cfg.register_semitones >= 0, "train.register_semitones", "must be >= 0")
-    _check(len(cfg.k_weights) >= 1 and min(cfg.k_weights) >= 0 and sum(cfg.k_weights) > 0, "train.k_weights",
+    check_field(0 < cfg.data_cpus <= 64 and cfg.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
+    check_field(0 <= cfg.same_family_prob <= 1, "train.same_family_prob", "must be in [0, 1]")
+    check_field(0 <= cfg.register_match_prob <= 1, "train.register_match_prob", "must be in [0, 1]")
+    check_field(cfg.register_semitones >= 0, "train.register_semitones", "must be >= 0")
+    check_field(len(cfg.k_weights) >= 1 and min(cfg.k_weights) >= 0 and sum(cfg.k_weights) > 0, "train.k_weights",
            "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
-    _check(cfg.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
+    check_field(cfg.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
            "must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")  # fmt: skip
     cfg.augment.validate()
     cfg.model.validate()
