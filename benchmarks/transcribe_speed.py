@@ -30,8 +30,8 @@ MEASURE = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 from mixscribe.model import load_model
-from mixscribe.inference import _Runner, default_params, load_audio, transcribe_audio
-from mixscribe.evaluate.decode import cluster_notes, create_notes
+from mixscribe.transcription.inference import _Runner, default_params, load_audio, transcribe_audio
+from mixscribe.transcription.decode import cluster_notes, create_notes
 model = load_model(sys.argv[2] or None)
 backend = sys.argv[3]
 params = default_params(model)
@@ -122,7 +122,7 @@ def measure(wav: Path, checkpoint: str, backend: str) -> dict:
 def main() -> None:
     import soundfile as sf
 
-    from mixscribe.inference import BF16_WINDOW_FRAMES, WINDOW_FRAMES, resolve_backend
+    from mixscribe.transcription.inference import BF16_WINDOW_FRAMES, WINDOW_FRAMES, resolve_backend
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-basic-pitch", action="store_true")

@@ -15,7 +15,7 @@ def load_model(path=None):
 
 
 def transcribe(audio_or_path, sr=None, k=None, checkpoint=None, model=None, backend="auto"):
-    """Audio (path or array with sr) -> list[Note]; Note.stem is the timbre track. See mixscribe.inference."""
-    from mixscribe.inference import transcribe as _transcribe
+    """Audio (path or array with sr) -> list[Note]; Note.stem is the timbre track. See mixscribe.transcription.inference."""
+    from mixscribe.transcription.inference import transcribe as _transcribe
 
     return _transcribe(audio_or_path, sr=sr, k=k, checkpoint=checkpoint, model=model, backend=backend)

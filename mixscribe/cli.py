@@ -91,7 +91,7 @@ def _check_decoding_options(args: argparse.Namespace) -> None:
     """DecodeParams' own ranges, checked on the options before any work: one line naming the option.
     (--min-note-ms is >= 0 exactly when the frames it becomes are.)"""
     from mixscribe.errors import MixscribeError
-    from mixscribe.evaluate.decode import out_of_range
+    from mixscribe.transcription.decode import out_of_range
 
     options = (("--onset-threshold", "onset_threshold", args.onset_threshold),
                ("--frame-threshold", "frame_threshold", args.frame_threshold),
@@ -123,8 +123,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mixscribe.errors import MixscribeError
-    from mixscribe.inference import TranscribeError, check_audio_file, default_params, resolve_backend
-    from mixscribe.outputs import FORMATS
+    from mixscribe.transcription.inference import (TranscribeError, check_audio_file, default_params, resolve_backend,
+                                                   stored_overrides)
+    from mixscribe.transcription.outputs import FORMATS
     from mixscribe.schema import HOP, SAMPLE_RATE
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
@@ -153,6 +154,10 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
              "min_note_frames": None if args.min_note_ms is None else args.min_note_ms / 1000 * SAMPLE_RATE / HOP,
              "gate_dbfs": args.gate_dbfs}  # fmt: skip
     params = dataclasses.replace(default_params(model), **{k: v for k, v in given.items() if v is not None})
+    stored = [s for s in stored_overrides(model) if given.get(s.split()[0]) is None]
+    if stored:
+        print(f"decoding: {', '.join(stored)}: stored with {args.checkpoint or 'the default model'} (tuned on its "
+              "validation set), in place of the built-in defaults", file=sys.stderr)  # fmt: skip
     from tqdm import tqdm
 
     failed = []
@@ -178,8 +183,8 @@ def _beside(stem, suffix: str):
 
 def _transcribe_one(model, path, stem, args: argparse.Namespace, params, formats: list[str]) -> str:
     """Transcribe one file and write its outputs; returns the line that reports it."""
-    from mixscribe.inference import load_audio, transcribe_audio
-    from mixscribe.outputs import write_csv, write_json, write_midi, write_png
+    from mixscribe.transcription.inference import load_audio, transcribe_audio
+    from mixscribe.transcription.outputs import write_csv, write_json, write_midi, write_png
 
     result = transcribe_audio(model, load_audio(path), args.k, params, args.backend)
     written = []
@@ -228,26 +233,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _, root, manifest = read_manifest(args.data)  # a missing or empty shard set: before any run or folder exists
     for split in ("train", "valid"):
         require_split(root, manifest, split)
+    from mixscribe import tracking
+
     run = None if args.no_mlflow else _open_train_run(args, cfg)
     mlflow_target = {"tracking_uri": run[0], "run_id": run[2]} if run else None
-    try:
+    with tracking.lifecycle(run[1] if run else None, run[2] if run else None):
         result = run_training(cfg, args.data, args.name, args.storage, mlflow=mlflow_target)
         if result.error:
             raise result.error
-    except BaseException:
+        print(f"run {args.name}: epoch {result.metrics.get('epoch')}, "
+              + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if "/" in k))  # fmt: skip
+        if result.checkpoint:
+            print(f"latest checkpoint: {result.checkpoint.path}/{CHECKPOINT_FILE}")
+            nodes = read_worker_nodes(result)
+            print(f"{len(nodes)} worker(s) on {len(set(nodes))} Ray node(s)")
         if run:
-            from mixscribe import tracking
-
-            tracking.finish(run[1], run[2], ok=False)
-        raise
-    print(f"run {args.name}: epoch {result.metrics.get('epoch')}, "
-          + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if "/" in k))  # fmt: skip
-    if result.checkpoint:
-        print(f"latest checkpoint: {result.checkpoint.path}/{CHECKPOINT_FILE}")
-        nodes = read_worker_nodes(result)
-        print(f"{len(nodes)} worker(s) on {len(set(nodes))} Ray node(s)")
-    if run:
-        _close_train_run(run, result, cfg)
+            _log_trained_model(run, result, cfg)
     return 0
 
 
@@ -272,7 +273,7 @@ def _open_train_run(args: argparse.Namespace, cfg) -> tuple:
     return uri, mlf, rid
 
 
-def _close_train_run(run: tuple, result, cfg) -> None:
+def _log_trained_model(run: tuple, result, cfg) -> None:
     from mixscribe import tracking
     from mixscribe.config import to_dict
     from mixscribe.train.trainer import CHECKPOINT_FILE
@@ -282,7 +283,6 @@ def _close_train_run(run: tuple, result, cfg) -> None:
     if best:
         with best.as_directory() as d:
             tracking.log_trained_model(uri, rid, os.path.join(d, CHECKPOINT_FILE), {"train": to_dict(cfg)})
-    tracking.finish(mlf, rid)
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
@@ -385,11 +385,11 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name
                                     "mixscribe.checkpoint": os.path.abspath(args.checkpoint)},
                          run_name=run_name or f"evaluate/{os.path.basename(args.checkpoint)}")  # fmt: skip
     rid = run.info.run_id
-    tracking.log_evaluation(mlf, uri, rid, result, args.data, paths)
-    if fixed:
-        tracking.log_metrics(mlf, rid, {f"fixed/{k}": v for k, v in fixed[0].summary().items()})
-        tracking.log_artifacts(mlf, rid, fixed[1], "report-fixed")
-    tracking.finish(mlf, rid)
+    with tracking.lifecycle(mlf, rid):
+        tracking.log_evaluation(mlf, uri, rid, result, args.data, paths)
+        if fixed:
+            tracking.log_metrics(mlf, rid, {f"fixed/{k}": v for k, v in fixed[0].summary().items()})
+            tracking.log_artifacts(mlf, rid, fixed[1], "report-fixed")
     print(f"MLflow run {rid} ({uri})")
 
 

@@ -22,6 +22,7 @@ from mixscribe.errors import MixscribeError
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
 OUTPUT_TAG = "mixscribe.output"
 BRANCHES = ("amt", "encoder")
+PIPELINE_FIELDS_ADDED_LATER = ("init_branches", "datasets")
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,14 @@ class Plan:
                 "evaluate": to_dict(self.evaluate)}  # fmt: skip
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """What a resumed pipeline must match. Settings added since pipelines were first digested leave the
+        digest as it was while at their default, so an upgrade does not refuse to resume a pipeline that
+        never used them."""
+        data = self.as_dict()
+        for name in PIPELINE_FIELDS_ADDED_LATER:
+            if getattr(self.pipeline, name) == getattr(PipelineConfig(), name):
+                data["pipeline"].pop(name)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_plan(spec: str, workers: int | None = None, num_clips: int | None = None) -> Plan:
@@ -189,7 +197,7 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
         log(f"pipeline {name}: already finished (MLflow run {pid}); use another --name to run it again")
         return {"run_id": pid, "checkpoint": parent.data.tags.get(OUTPUT_TAG), "metrics": parent.data.metrics}
     log(f"pipeline {name}: MLflow run {pid} in experiment {plan.pipeline.experiment!r} ({stages.uri})")
-    try:
+    with tracking.lifecycle(stages.mlf, pid):
         if plan.pipeline.datasets:  # every file of every dataset checked before any work
             from mixscribe.evaluate.datasets import read_dataset
 
@@ -202,11 +210,7 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
         metrics = _evaluate_stage(stages, plan, root, shards, checkpoint, log)
         if plan.pipeline.compare_with:
             _compare_stage(stages, plan, root, shards, checkpoint, log)
-    except BaseException:
-        tracking.finish(stages.mlf, pid, ok=False)
-        raise
-    stages.mlf.set_tag(pid, OUTPUT_TAG, checkpoint)
-    tracking.finish(stages.mlf, pid)
+        stages.mlf.set_tag(pid, OUTPUT_TAG, checkpoint)
     log(f"pipeline {name}: finished; model {checkpoint}")
     return {"run_id": pid, "checkpoint": checkpoint, "metrics": metrics}
 
@@ -319,13 +323,9 @@ def _run_stage(stages: _Stages, stage: str, log, body) -> str:
             log(f"  {stage}: finished earlier (run {rid}), skipped")
             return output
     log(f"  {stage}: {'resuming' if existed else 'running'} (run {rid})")
-    try:
+    with tracking.lifecycle(stages.mlf, rid):
         output = body(rid)
-    except BaseException:
-        tracking.finish(stages.mlf, rid, ok=False)
-        raise
-    stages.mlf.set_tag(rid, OUTPUT_TAG, output)
-    tracking.finish(stages.mlf, rid)
+        stages.mlf.set_tag(rid, OUTPUT_TAG, output)
     return output
 
 

@@ -6,6 +6,8 @@ interrupted pipeline resume its own runs instead of starting duplicates.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import subprocess
 import time
@@ -133,6 +135,21 @@ def start_or_resume(mlf, exp_id: str, name: str, tags: dict[str, str], parent_id
 
 def finish(mlf, run_id: str, ok: bool = True) -> None:
     mlf.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
+@contextlib.contextmanager
+def lifecycle(mlf, run_id: str | None):
+    """One MLflow run's end, for every stage alike: FINISHED when the block completes, FAILED when
+    anything escapes it (Ctrl-C too), so no run is left RUNNING by a crash. run_id None: no run."""
+    if run_id is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        finish(mlf, run_id, ok=False)
+        raise
+    finish(mlf, run_id)
 
 
 def log_shards_input(run_id: str, uri: str, shards: str, context: str, manifest: dict[str, Any]) -> None:

@@ -113,3 +113,21 @@ def test_pipeline_datasets_are_checked(tmp_path):
             load_plan(str(path))
     path.write_text(yaml.safe_dump({"pipeline": {"datasets": {"urmp": str(tmp_path)}}}))
     assert load_plan(str(path)).pipeline.datasets == {"urmp": str(tmp_path)}
+
+
+def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
+    """A pipeline started before init_branches and datasets existed resumes after an upgrade: at their
+    defaults they are not part of the digest; set, they are."""
+    import hashlib
+    import json
+
+    from mixscribe.pipeline import load_plan
+
+    plan = load_plan("default")
+    before = plan.as_dict()
+    del before["pipeline"]["init_branches"], before["pipeline"]["datasets"]
+    assert plan.digest() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    fresh, continued = tmp_path / "fresh.yaml", tmp_path / "continued.yaml"
+    fresh.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default", "init_branches": ["amt"]}}))
+    continued.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default"}}))
+    assert load_plan(str(fresh)).digest() != load_plan(str(continued)).digest()

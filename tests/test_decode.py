@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mixscribe.evaluate.decode import (
+from mixscribe.transcription.decode import (
     DecodeParams, cluster_notes, create_notes, estimate_k, frame_level_tracks, infer_onsets, onset_peaks,
     pool_note_embeddings,
 )  # fmt: skip
@@ -127,7 +127,7 @@ def test_frame_level_clustering_splits_two_timbres():
 
 
 def test_long_files_cluster_on_a_sample_and_assign_the_rest(monkeypatch):
-    from mixscribe.evaluate import decode
+    from mixscribe.transcription import decode
 
     monkeypatch.setattr(decode, "MAX_DENSE_NOTES", 200)
     u, labels = clustered_embeddings(3, n=2000)
@@ -138,7 +138,7 @@ def test_long_files_cluster_on_a_sample_and_assign_the_rest(monkeypatch):
 def test_melodia_pass_equals_rescanning_for_the_strongest_bin():
     """The one-sort melodia pass must pick notes exactly as the spec's loop does (argmax of what is left,
     again and again), ties included."""
-    from mixscribe.evaluate.decode import RawNote, _walk
+    from mixscribe.transcription.decode import RawNote, _walk
 
     def rescanning(frame, p):
         remaining, notes, T = frame.copy(), [], frame.shape[1]

@@ -73,7 +73,7 @@ def test_shipped_model_separates_an_unseen_soundfont_duet(shipped):
 def test_shipped_k_classifier_counts_the_duet(shipped):
     """Without K, the K classifier stored with the weights (fitted on validation) finds the duet's two
     instruments: the path a user without `-k` takes."""
-    from mixscribe.inference import transcribe_audio
+    from mixscribe.transcription.inference import transcribe_audio
 
     assert shipped.decode_params.k_model is not None and shipped.decode_params.k_model.classes == (1, 2, 3, 4)
     audio, _ = render_duet(frames=860)
@@ -87,7 +87,7 @@ def test_golden_output_of_the_shipped_model(shipped):
     the weights were packaged (tests/data/make_golden.py regenerates them, on purpose only)."""
     import json
 
-    from mixscribe.inference import transcribe_audio
+    from mixscribe.transcription.inference import transcribe_audio
     from tests.test_transcribe import DATA
 
     audio, _ = render_duet()

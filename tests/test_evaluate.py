@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mixscribe.evaluate.kestimate import FEATURES
+from mixscribe.transcription.kestimate import FEATURES
 from tests.conftest import run_cli
 
 GOLDEN = Path(__file__).parent / "data" / "golden.pt"
@@ -176,7 +176,7 @@ def test_the_backend_is_checked_and_named_in_the_report(shards):
     auto is resolved before any work, so the report says what ran."""
     from mixscribe.errors import ConfigError
     from mixscribe.evaluate.runner import METRICS, EvalConfig, EvalResult, evaluate_checkpoint
-    from mixscribe.inference import resolve_backend
+    from mixscribe.transcription.inference import resolve_backend
 
     one = EvalConfig(sets=("valid",), tune_on="", max_clips_per_set=1)
     f32 = evaluate_checkpoint(str(GOLDEN), shards, one)

@@ -1,4 +1,4 @@
-"""The K classifier (mixscribe/evaluate/kestimate.py) on synthetic notes with known K: K monophonic
+"""The K classifier (mixscribe/transcription/kestimate.py) on synthetic notes with known K: K monophonic
 voices of varied density, as the chorale parts are."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mixscribe.config import from_dict, to_dict
-from mixscribe.evaluate.decode import DecodeParams
-from mixscribe.evaluate.kestimate import FEATURES, KModel, file_features, fit_k_model, window_features
+from mixscribe.transcription.decode import DecodeParams
+from mixscribe.transcription.kestimate import FEATURES, KModel, file_features, fit_k_model, window_features
 
 
 def voices(k: int, seed: int, frames: int = 600) -> tuple[np.ndarray, int, int]:

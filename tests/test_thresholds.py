@@ -61,7 +61,7 @@ def test_coarse_to_fine_search_zooms_in():
 def test_k_sharpness_is_the_one_that_gets_k_right_most_often():
     """Tight groups are told apart at any sharpness; loose ones only by a sharp affinity. The tuner
     picks the grid value with the best K accuracy on the clips it is given (smallest on ties)."""
-    from mixscribe.evaluate.decode import estimate_k
+    from mixscribe.transcription.decode import estimate_k
     from mixscribe.evaluate.thresholds import SHARPNESS_GRID, tune_k_sharpness
     from tests.test_decode import clustered_embeddings
 
@@ -112,7 +112,7 @@ def test_note_shape_stays_the_specs_unless_another_scores_higher():
 def two_instrument_clip(rng, separated: dict[float, bool]) -> ClusterClip:
     """Two instruments of 12 notes each, decoded exactly; the pooled embeddings at each power either
     fall in two tight groups by instrument (separated) or are random unit vectors."""
-    from mixscribe.evaluate.decode import RawNote
+    from mixscribe.transcription.decode import RawNote
 
     raw = [RawNote(10 + i, 20 * i, 20 * i + 15, 0.9) for i in range(24)]
     notes = [Note(n.start * FRAME_S, n.end * FRAME_S, 24 + n.pitch_index, 90, i % 2) for i, n in enumerate(raw)]
@@ -139,7 +139,7 @@ def test_clustering_stays_the_specs_unless_another_scores_higher():
 
 
 def test_clustering_affinity_sharpness():
-    from mixscribe.evaluate.decode import affinity
+    from mixscribe.transcription.decode import affinity
 
     u = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     np.testing.assert_allclose(affinity(u), np.exp(u @ u.T))  # the spec's exp(cos)

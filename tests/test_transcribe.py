@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mixscribe.evaluate.decode import DecodeParams
+from mixscribe.transcription.decode import DecodeParams
 from tests.conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
@@ -54,7 +54,7 @@ def model():
 
 
 def test_golden_output_of_the_fixed_checkpoint(duet, model):
-    from mixscribe.inference import transcribe_audio
+    from mixscribe.transcription.inference import transcribe_audio
 
     audio, _ = duet
     result = transcribe_audio(model, audio, k=2, params=GOLDEN_PARAMS, backend="float32")  # as on every CPU
@@ -68,7 +68,7 @@ def test_golden_output_of_the_fixed_checkpoint(duet, model):
 def test_api_returns_schema_notes_in_k_tracks(duet):
     import mixscribe
     from mixscribe.schema import Note
-    from mixscribe.inference import TranscribeError
+    from mixscribe.transcription.inference import TranscribeError
 
     audio, _ = duet
     notes = mixscribe.transcribe(audio, sr=22050, k=2, checkpoint=str(GOLDEN))
@@ -82,7 +82,7 @@ def test_api_returns_schema_notes_in_k_tracks(duet):
 
 def test_windowed_inference_matches_whole_file(model, monkeypatch):
     """The AMT branch sees only local context and the file's sigma: windows must not change it."""
-    from mixscribe import inference as tr
+    from mixscribe.transcription import inference as tr
 
     rng = np.random.default_rng(0)
     audio = (rng.normal(size=256 * 1500) * np.sin(np.arange(256 * 1500) / 5000) ** 2).astype(np.float32) * 0.1
@@ -222,7 +222,7 @@ def test_layout_friendly_encoder_computes_the_same_embeddings(model):
 
 
 def test_onnxruntime_backend_matches_torch_backend(model):
-    from mixscribe.inference import run_model
+    from mixscribe.transcription.inference import run_model
 
     audio, _ = render_duet(frames=300)
     f_t, o_t, e_t = run_model(model, audio, backend="torch")
@@ -237,8 +237,8 @@ def test_bf16_backend_where_the_cpu_multiplies_bf16(model, monkeypatch):
     of float32 and embeddings pointing the same way (golden and shipped model), and the shipped model's
     notes and tracks the same; the model itself is left as it was. Elsewhere auto is float32 and an
     explicit bf16 is a clear error."""
-    from mixscribe import inference as tr
-    from mixscribe.inference import TranscribeError, resolve_backend, run_model, transcribe_audio
+    from mixscribe.transcription import inference as tr
+    from mixscribe.transcription.inference import TranscribeError, resolve_backend, run_model, transcribe_audio
     from mixscribe.model.arithmetic import bf16_supported
     from mixscribe.model import load_model
 
@@ -271,8 +271,8 @@ def test_bf16_backend_where_the_cpu_multiplies_bf16(model, monkeypatch):
 
 def test_two_pass_pooling_equals_dense_pooling(model, monkeypatch):
     """Transcription pools embeddings window by window (never the whole [D, 84, T]); same result."""
-    from mixscribe import inference as tr
-    from mixscribe.evaluate.decode import create_notes, pool_note_embeddings
+    from mixscribe.transcription import inference as tr
+    from mixscribe.transcription.decode import create_notes, pool_note_embeddings
 
     audio, _ = render_duet(frames=600)
     monkeypatch.setattr(tr, "WINDOW_FRAMES", 128)  # notes straddle windows
@@ -286,11 +286,11 @@ def test_two_pass_pooling_equals_dense_pooling(model, monkeypatch):
 
 def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     """package-model stores the thresholds an evaluation tuned; transcribe uses them unless told otherwise."""
-    from mixscribe.inference import load_audio, transcribe_audio
+    from mixscribe.transcription.inference import load_audio, transcribe_audio
     from mixscribe.model import load_model
 
     from mixscribe.config import to_dict
-    from mixscribe.evaluate.kestimate import FEATURES, KModel
+    from mixscribe.transcription.kestimate import FEATURES, KModel
 
     _, path = duet
     report = tmp_path / "report"
@@ -329,6 +329,12 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
         assert r.returncode == 0, r.stderr
         got = len(json.loads((tmp_path / "o" / "duet.json").read_text())["notes"])
         assert (got == n) if n is not None else (got < want), (got, n, want)  # higher frame threshold: fewer notes
+        # the user is told which stored values stand in for the defaults (not those given on the command line)
+        told = next(line for line in r.stderr.splitlines() if line.startswith("decoding: "))
+        assert "onset_threshold 0.8" in told and "pool_power 2" in told and "k_model fitted" in told
+        assert ("frame_threshold 0.7" in told) == (not args)
+    r = run_cli("transcribe", str(path), "-k", "2", "-o", str(tmp_path / "g"), "--checkpoint", str(GOLDEN))
+    assert r.returncode == 0 and "decoding: " not in r.stderr  # nothing stored: nothing to report
     # a classifier stored by a version with other features is not used: the eigengap decides, with a warning
     write_report(dataclasses.replace(k_model, features=()))
     r = run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o", str(tmp_path / "s.pt"))
@@ -418,7 +424,7 @@ def test_the_api_refuses_out_of_range_decoding_parameters():
 
 
 def test_noise_and_a_dc_offset_are_not_notes(model, tmp_path):
-    from mixscribe.inference import TranscribeError, frame_levels_dbfs, prepare_audio, transcribe_audio
+    from mixscribe.transcription.inference import TranscribeError, frame_levels_dbfs, prepare_audio, transcribe_audio
 
     rng = np.random.default_rng(0)
     noise = (rng.normal(size=22050 * 4) * 10 ** (-60 / 20)).astype(np.float32)  # RMS -60 dBFS

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mixscribe.errors import MixscribeError
-from mixscribe.evaluate.kestimate import KModel
+from mixscribe.transcription.kestimate import KModel
 
 K_MODES = ("given", "auto")
 
@@ -55,13 +55,13 @@ class EvalConfig:
                "note length and gap tolerance must be >= 0")  # fmt: skip
         check_field(self.pool_power > 0 and self.cluster_sharpness > 0, "evaluate.pool_power",
                "pool power and cluster sharpness must be > 0")  # fmt: skip
-        from mixscribe.inference import BACKENDS
+        from mixscribe.transcription.inference import BACKENDS
 
         check_field(self.backend in BACKENDS, "evaluate.backend", f"must be one of {list(BACKENDS)}")
 
     def decode_params(self):
         """What decoding uses: the thresholds, note shape and clustering, K's sharpness and classifier."""
-        from mixscribe.evaluate.decode import DecodeParams
+        from mixscribe.transcription.decode import DecodeParams
 
         return DecodeParams(onset_threshold=self.onset_threshold, frame_threshold=self.frame_threshold,
                             min_note_frames=self.min_note_frames, energy_tolerance=self.energy_tolerance,
@@ -185,7 +185,7 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
 
     from mixscribe.config import from_dict
     from mixscribe.evaluate.metrics import clip_scores
-    from mixscribe.inference import note_tracks
+    from mixscribe.transcription.inference import note_tracks
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
@@ -228,7 +228,7 @@ def _tuning_clips(checkpoint: bytes, table, backend: str = "float32") -> list:
     import torch
 
     from mixscribe.evaluate.thresholds import TuningClip
-    from mixscribe.inference import run_model
+    from mixscribe.transcription.inference import run_model
     from mixscribe.schema import table_to_clips
 
     torch.set_num_threads(1)
@@ -296,7 +296,7 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     The tuning set (cfg.tune_on) is read from tune_shards when given (e.g. the training shard set's
     `valid` split when scoring chorales), else from shards."""
     from mixscribe.config import to_dict
-    from mixscribe.inference import resolve_backend
+    from mixscribe.transcription.inference import resolve_backend
     from mixscribe.model import load_model
     from mixscribe.raycluster import import_ray, init_ray, unwrap_ray_error
 
@@ -338,8 +338,8 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
 def _clip_notes(model, clip, params, powers, backend: str = "float32"):
     """A clip's mixture through the model, once: Y_F, its notes, and their embeddings pooled with Y_F^p
     for each p of powers ({p: [n, D]}, None where the clip has no note)."""
-    from mixscribe.evaluate.decode import create_notes, pool_note_embeddings
-    from mixscribe.inference import run_model
+    from mixscribe.transcription.decode import create_notes, pool_note_embeddings
+    from mixscribe.transcription.inference import run_model
 
     frame, onset, emb = run_model(model, clip.mix(), with_embedding=True, backend=backend)
     raw = create_notes(frame, onset, params)
@@ -380,7 +380,7 @@ def _tune_clustering(clips: list, cfg: EvalConfig, tuned):
 def _tune_k(clips: list, cfg: EvalConfig, tuned):
     """The K classifier, fitted on the tuning set's notes at the decoding just tuned (its accuracy
     cross-validated there), and the eigengap's sharpness as the fallback when it cannot be fitted."""
-    from mixscribe.evaluate.kestimate import fit_k_model, note_spans
+    from mixscribe.transcription.kestimate import fit_k_model, note_spans
     from mixscribe.evaluate.thresholds import tune_k_sharpness
 
     clips = [c for c in clips if c.raw]

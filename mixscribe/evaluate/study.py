@@ -219,7 +219,7 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
                                                  "metric": cfg.metric, "arms": list(cfg.arms)}})  # fmt: skip
     log(f"study {cfg.name}: MLflow run {sid} ({uri})")
     fold_metrics = {}
-    try:
+    with tracking.lifecycle(mlf, sid):
         for arm, fam in cfg.folds():
             label = fold_label(arm, fam)
             path = root / "folds" / f"{label.replace('/', '-')}.yaml"
@@ -230,27 +230,23 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
             result = run_pipeline(str(path), workdir=str(root), name=name, workers=workers, log=log,
                                   parent_run_id=sid)  # fmt: skip
             fold_metrics[label] = result["metrics"]
-    except BaseException:
-        tracking.finish(mlf, sid, ok=False)
-        raise
-    matrix = matrix_from_metrics(fold_metrics, cfg.metric)
-    paths = _write_matrix(matrix, root)
-    if cfg.arms:
-        text = arm_comparison(cfg, fold_metrics)
-        paths.append(atomic_local_write(root / "arms.md", lambda tmp: tmp.write_text(text)))
-        log(text)
-    figures = {}
-    for metric in dict.fromkeys([cfg.metric, *(cfg.compare_metrics if cfg.arms else ())]):
-        m = matrix if metric == cfg.metric else matrix_from_metrics(fold_metrics, metric)
-        figures |= {f"study/{f}/{s}/{metric}": v for f, r in m.rows.items() for s, v in r.items()}
-        figures |= {f"study/{f}/gap/{metric}": m.gap(f) for f in m.rows}
-        for arm, sets in m.rotation().items():
-            prefix = f"study/{arm}/" if arm else "study/"
-            figures |= {f"{prefix}mean/{s}/{metric}": v[0] for s, v in sets.items()}
-            figures |= {f"{prefix}spread/{s}/{metric}": v[1] for s, v in sets.items()}
-    tracking.log_metrics(mlf, sid, figures)
-    tracking.log_artifacts(mlf, sid, paths, "matrix")
-    tracking.finish(mlf, sid)
+        matrix = matrix_from_metrics(fold_metrics, cfg.metric)
+        paths = _write_matrix(matrix, root)
+        if cfg.arms:
+            text = arm_comparison(cfg, fold_metrics)
+            paths.append(atomic_local_write(root / "arms.md", lambda tmp: tmp.write_text(text)))
+            log(text)
+        figures = {}
+        for metric in dict.fromkeys([cfg.metric, *(cfg.compare_metrics if cfg.arms else ())]):
+            m = matrix if metric == cfg.metric else matrix_from_metrics(fold_metrics, metric)
+            figures |= {f"study/{f}/{s}/{metric}": v for f, r in m.rows.items() for s, v in r.items()}
+            figures |= {f"study/{f}/gap/{metric}": m.gap(f) for f in m.rows}
+            for arm, sets in m.rotation().items():
+                prefix = f"study/{arm}/" if arm else "study/"
+                figures |= {f"{prefix}mean/{s}/{metric}": v[0] for s, v in sets.items()}
+                figures |= {f"{prefix}spread/{s}/{metric}": v[1] for s, v in sets.items()}
+        tracking.log_metrics(mlf, sid, figures)
+        tracking.log_artifacts(mlf, sid, paths, "matrix")
     log(matrix.markdown())
     return matrix
 

@@ -103,7 +103,7 @@ def _search(score, lo: float = 0.05, hi: float = 0.95, steps: int = 10, rounds: 
 def tune_thresholds(clips: list[TuningClip], note_shape: bool = True) -> Tuned:
     """theta_F for frame F1, theta_O for note F; with note_shape, then the note shape (SHAPE_GRID) and
     theta_O once more, for note F."""
-    from mixscribe.evaluate.decode import DecodeParams, create_notes
+    from mixscribe.transcription.decode import DecodeParams, create_notes
     from mixscribe.evaluate.metrics import frame_scores, note_scores, notes_to_roll, remove_short_runs
 
     if not clips:
@@ -139,7 +139,7 @@ def tune_clustering(clips: list[ClusterClip]) -> dict:
     """The pooling power and affinity sharpness (CLUSTER_GRID, every combination) with the highest mean
     separated note F over the clips of more than one instrument, each clustered into its true K; the
     spec's (1, 1) is kept unless another scores higher. Returns the DecodeParams fields and the score."""
-    from mixscribe.evaluate.decode import cluster_notes
+    from mixscribe.transcription.decode import cluster_notes
     from mixscribe.evaluate.metrics import separated_scores
 
     multi = [c for c in clips if c.k > 1 and c.raw]
@@ -168,7 +168,7 @@ SHARPNESS_GRID = (2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 28.0, 40.0)
 def tune_k_sharpness(clips: list[tuple[np.ndarray, int]], max_k: int = 8) -> tuple[float, float]:
     """The K estimate's affinity sharpness that gets K right on most validation clips, given each clip's
     pooled note embeddings and true K (ties go to the smaller sharpness). Returns (sharpness, accuracy)."""
-    from mixscribe.evaluate.decode import estimate_k
+    from mixscribe.transcription.decode import estimate_k
 
     if not clips:
         raise ValueError("K tuning needs at least one validation clip")

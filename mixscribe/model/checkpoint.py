@@ -89,7 +89,7 @@ def load_model(path: str | os.PathLike | None = None):
 
 
 def _decode_params(payload: dict, path) -> object:
-    from mixscribe.evaluate.decode import DecodeParams
+    from mixscribe.transcription.decode import DecodeParams
 
     stored = (payload.get("extra") or {}).get("decode")
     if not stored:
@@ -113,7 +113,7 @@ def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out:
 
     from mixscribe.model.export import export_onnx
 
-    from mixscribe.evaluate.decode import DecodeParams
+    from mixscribe.transcription.decode import DecodeParams
 
     payload = load_checkpoint(checkpoint)
     metrics = Path(report) / "metrics.json"

@@ -17,7 +17,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE.parents[1]))
     from mixscribe.config import ModelConfig
     from mixscribe.model import TwoBranchModel, save_checkpoint
-    from mixscribe.inference import transcribe_audio
+    from mixscribe.transcription.inference import transcribe_audio
     from tests.test_transcribe import GOLDEN_PARAMS, render_duet
 
     torch.manual_seed(1234)

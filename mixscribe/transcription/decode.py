@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixscribe.evaluate.kestimate import KModel, laplacian_eigenvalues
+from mixscribe.transcription.kestimate import KModel, laplacian_eigenvalues
 from mixscribe.schema import HOP, MIDI_MIN, SAMPLE_RATE, Note
 
 

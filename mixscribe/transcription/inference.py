@@ -10,6 +10,8 @@ assignment scatters one instrument over several tracks).
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from dataclasses import dataclass, field
 from math import gcd
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mixscribe.errors import MixscribeError
-from mixscribe.evaluate.decode import DecodeParams, RawNote, cluster_notes, create_notes, pool_note_embeddings
+from mixscribe.transcription.decode import DecodeParams, RawNote, cluster_notes, create_notes, pool_note_embeddings
 from mixscribe.schema import HOP, SAMPLE_RATE, Note
 
 WINDOW_FRAMES = 1024  # ~12 s kept per window (2,048 peaked ~130 MB higher for no speed: docs/benchmarks.md)
@@ -297,7 +299,7 @@ def note_tracks(raw: list[RawNote], u: np.ndarray | None, k: int | None, params:
             n_frames: int | None = None) -> tuple[list[Note], int]:  # fmt: skip
     """Notes into K tracks; K None: estimated by the model's K classifier (else the eigengap)."""
     if k is None and u is not None and raw and params.k_model is not None:
-        from mixscribe.evaluate.kestimate import note_spans
+        from mixscribe.transcription.kestimate import note_spans
 
         k = params.k_model.estimate(note_spans(raw), n_frames or max(n.end for n in raw))
     if u is None or k == 1 or not raw:
@@ -320,6 +322,22 @@ def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int 
 def default_params(model) -> DecodeParams:
     """The thresholds stored with the model (tuned on its validation set), else the spec's defaults."""
     return getattr(model, "decode_params", None) or DecodeParams()
+
+
+def stored_overrides(model) -> list[str]:
+    """The decoding settings where the model's stored values stand in for DecodeParams' defaults, as
+    'name value': changing a default in code changes nothing for such a model, and the user is told."""
+    stored = getattr(model, "decode_params", None)
+    if stored is None:
+        return []
+    default = DecodeParams()
+    out = []
+    for f in dataclasses.fields(DecodeParams):
+        value = getattr(stored, f.name)
+        if value != getattr(default, f.name):
+            shown = "fitted" if f.name == "k_model" else (f"{value:g}" if isinstance(value, float) else str(value))
+            out.append(f"{f.name} {shown}")
+    return out
 
 
 def transcribe_audio(model, audio: np.ndarray, k: int | None = None, params: DecodeParams | None = None,
