@@ -275,6 +275,10 @@ class ModelConfig:
         check_field(self.encoder_out_pad in (0, 1), "model.encoder_out_pad", "must be 0 or 1")
         check_field(self.embed_dim >= 2, "model.embed_dim", "must be >= 2")
         check_field(self.tau > 0, "model.tau", "must be > 0")
+        from mixscribe.schema import HOP, SAMPLE_RATE
+
+        check_field((self.sample_rate, self.hop) == (SAMPLE_RATE, HOP), "model.sample_rate",
+                    f"the shards and the note times are at {SAMPLE_RATE} Hz, hop {HOP}: the model must match")  # fmt: skip
         check_field(self.n_bins == 288 and self.bins_per_octave == 36, "model.n_bins",
                "the network is built for 288 bins at 36 per octave")  # fmt: skip
 

@@ -17,6 +17,7 @@ READABLE_VERSIONS = (2, 3)
 SAMPLE_RATE = 22050
 HOP = 256
 MIDI_MIN, MIDI_MAX = 24, 107  # the model's 84 pitch rows
+N_PITCH = MIDI_MAX - MIDI_MIN + 1
 
 
 # The 16 General MIDI instrument families (8 programs each): a stem's `gm_family`, the held-out families

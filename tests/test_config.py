@@ -131,3 +131,13 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     fresh.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default", "init_branches": ["amt"]}}))
     continued.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default"}}))
     assert load_plan(str(fresh)).digest() != load_plan(str(continued)).digest()
+
+
+def test_the_model_runs_at_the_record_schemas_rate_and_hop():
+    from mixscribe.config import ModelConfig
+    from mixscribe.schema import HOP, SAMPLE_RATE
+
+    ModelConfig(sample_rate=SAMPLE_RATE, hop=HOP).validate()
+    for fields in ({"sample_rate": 44100}, {"hop": 512}):
+        with pytest.raises(ConfigError, match=r"model\.sample_rate: the shards and the note times are at 22050 Hz"):
+            ModelConfig(**fields).validate()

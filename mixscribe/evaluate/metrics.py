@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixscribe.schema import HOP, MIDI_MAX, MIDI_MIN, SAMPLE_RATE, Note
+from mixscribe.schema import HOP, MIDI_MIN, N_PITCH, SAMPLE_RATE, Note
 
-N_PITCH = MIDI_MAX - MIDI_MIN + 1
 FRAME_S = HOP / SAMPLE_RATE
 ONSET_TOLERANCE = 0.05  # seconds (§9.3)
 MIN_RUN_FRAMES = 3  # §9.2: runs shorter than this are removed before frame scoring

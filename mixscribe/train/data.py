@@ -14,9 +14,8 @@ import numpy as np
 
 from mixscribe.train.augment import STEM_TRANSFORM, TRANSFORMS, AugmentConfig, augment, colour_stem
 
-from mixscribe.schema import HOP, MIDI_MAX, MIDI_MIN, SAMPLE_RATE, Note
+from mixscribe.schema import HOP, MIDI_MIN, N_PITCH, SAMPLE_RATE, Note
 
-N_PITCH = MIDI_MAX - MIDI_MIN + 1
 SILENCE, SUSTAIN, ONSET = 0, 1, 2
 
 
