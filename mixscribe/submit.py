@@ -80,7 +80,7 @@ def build_runtime_env(base: dict, working_dir: str | None, env: dict[str, str]) 
 def check_stage_args(stage: str, stage_args: list[str], env_vars: dict[str, str]) -> argparse.Namespace:
     """Parse the stage's arguments with its own parser (a typo fails here, not on the cluster) and
     refuse relative local paths: in a job they resolve inside a temporary folder on the head node."""
-    from mixscribe.cli import build_parser
+    from mixscribe.cli.parser import build_parser
 
     if stage not in STAGES:
         raise MixscribeError(f"stage {stage!r}: not submittable (choose from {', '.join(STAGES)})")

@@ -84,3 +84,12 @@ def test_the_layer_map_places_every_module():
 def test_test_support_does_not_ship_in_the_package():
     assert not (PACKAGE / "loopback.py").exists()
     assert not [src for src, dst, _ in package_imports() if dst.startswith("tests")]
+
+
+def test_submit_checks_arguments_with_the_parser_alone():
+    """`submit` parses a stage's arguments with the CLI's parser; the parser imports no command (nor
+    anything of the package), so the two no longer import each other."""
+    imports = package_imports()
+    assert not [dst for src, dst, _ in imports if src == "mixscribe.cli.parser"]
+    assert {dst for src, dst, _ in imports if src == "mixscribe.submit"} & {"mixscribe.cli", "mixscribe.cli.commands"} == set()
+    assert ("mixscribe.submit", "mixscribe.cli.parser") in {(s, d) for s, d, _ in imports}
