@@ -22,7 +22,7 @@ from mixscribe.errors import MixscribeError
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
 OUTPUT_TAG = "mixscribe.output"
 BRANCHES = ("amt", "encoder")
-PIPELINE_FIELDS_ADDED_LATER = ("init_branches", "datasets")
+FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"), "train": ("gain_low", "gain_high", "noise_std")}
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,12 @@ class Plan:
         digest as it was while at their default, so an upgrade does not refuse to resume a pipeline that
         never used them."""
         data = self.as_dict()
-        for name in PIPELINE_FIELDS_ADDED_LATER:
-            if getattr(self.pipeline, name) == getattr(PipelineConfig(), name):
-                data["pipeline"].pop(name)
+        for section, names in FIELDS_ADDED_LATER.items():
+            cfg = getattr(self, section)
+            default = type(cfg)()
+            for name in names:
+                if getattr(cfg, name) == getattr(default, name):
+                    data[section].pop(name)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -116,8 +116,8 @@ def test_pipeline_datasets_are_checked(tmp_path):
 
 
 def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
-    """A pipeline started before init_branches and datasets existed resumes after an upgrade: at their
-    defaults they are not part of the digest; set, they are."""
+    """A pipeline started before a setting existed (init_branches, datasets, the remix gains and noise)
+    resumes after an upgrade: at their defaults they are not part of the digest; set, they are."""
     import hashlib
     import json
 
@@ -126,6 +126,7 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     plan = load_plan("default")
     before = plan.as_dict()
     del before["pipeline"]["init_branches"], before["pipeline"]["datasets"]
+    del before["train"]["gain_low"], before["train"]["gain_high"], before["train"]["noise_std"]
     assert plan.digest() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     fresh, continued = tmp_path / "fresh.yaml", tmp_path / "continued.yaml"
     fresh.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default", "init_branches": ["amt"]}}))
@@ -141,3 +142,25 @@ def test_the_model_runs_at_the_record_schemas_rate_and_hop():
     for fields in ({"sample_rate": 44100}, {"hop": 512}):
         with pytest.raises(ConfigError, match=r"model\.sample_rate: the shards and the note times are at 22050 Hz"):
             ModelConfig(**fields).validate()
+
+
+def test_every_remix_setting_comes_from_the_train_section(tmp_path):
+    """A remix setting is defined once (RemixConfig) and set from a preset's train: section, each field
+    by its name; validation mixtures keep only the crop and the K weights."""
+    import dataclasses
+
+    from mixscribe.train.data import RemixConfig
+    from mixscribe.train.trainer import load_train_config, remix_config
+
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"train": {"gain_low": 0.5, "gain_high": 1.5, "noise_std": 0.0, "crop_frames": 128,
+                                              "register_match_prob": 0.5, "augment": {"p_stem_colour": 0.25}}}))  # fmt: skip
+    cfg = load_train_config(str(path))
+    train = remix_config(cfg, training=True)
+    assert (train.gain_low, train.gain_high, train.noise_std, train.crop_frames) == (0.5, 1.5, 0.0, 128)
+    assert train.register_match_prob == 0.5 and train.augment.p_stem_colour == 0.25
+    assert all(hasattr(cfg, f.name) for f in dataclasses.fields(RemixConfig))  # none unreachable from a preset
+    assert remix_config(cfg, training=False) == RemixConfig(crop_frames=128, k_weights=cfg.k_weights)
+    path.write_text(yaml.safe_dump({"train": {"gain_low": 2.0, "gain_high": 1.0}}))
+    with pytest.raises(ConfigError, match=r"train\.gain_low"):
+        load_train_config(str(path))

@@ -9,12 +9,17 @@ given a run, and re-running with the same run name and storage path resumes from
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mixscribe.config import ModelConfig, from_dict, to_dict
 from mixscribe.train.augment import AugmentConfig
+
+if TYPE_CHECKING:
+    from mixscribe.train.data import RemixConfig
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,9 @@ class TrainConfig:
     same_family_prob: float = 0.0  # training mixtures whose stems share a GM family (RemixConfig); valid: never
     register_match_prob: float = 0.0  # training mixtures whose stems share a register (RemixConfig); valid: never
     register_semitones: float = 6.0
+    gain_low: float = 0.8  # each stem's gain in a training mixture, uniform in [gain_low, gain_high]
+    gain_high: float = 1.2
+    noise_std: float = 5e-4  # additive Gaussian noise, std = noise_std * U(0, 1) per training example
     seed: int = 0
     mixes_per_clip: int = 4  # mixtures drawn per stored clip on each pass over the data
     remix_pool_clips: int = 16  # clips per Ray Data remix batch: stems are mixed across this pool
@@ -53,6 +61,17 @@ class TrainConfig:
     compile: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def remix_config(cfg: TrainConfig, training: bool) -> RemixConfig:
+    """How the training (or validation) mixtures are drawn: every RemixConfig field takes the train
+    section's value of the same name, so a remix setting is defined once, in RemixConfig, and set from a
+    preset's train: section. Validation mixtures keep the paper's rule: only the crop and the K weights."""
+    from mixscribe.train.data import RemixConfig
+
+    if not training:
+        return RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights)
+    return RemixConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RemixConfig)})
 
 
 def load_train_config(spec: str, **overrides) -> TrainConfig:
@@ -87,6 +106,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
     check_field(0 <= cfg.same_family_prob <= 1, "train.same_family_prob", "must be in [0, 1]")
     check_field(0 <= cfg.register_match_prob <= 1, "train.register_match_prob", "must be in [0, 1]")
     check_field(cfg.register_semitones >= 0, "train.register_semitones", "must be >= 0")
+    check_field(0 < cfg.gain_low <= cfg.gain_high, "train.gain_low", "needs 0 < gain_low <= gain_high")
+    check_field(cfg.noise_std >= 0, "train.noise_std", "must be >= 0")
     check_field(len(cfg.k_weights) >= 1 and min(cfg.k_weights) >= 0 and sum(cfg.k_weights) > 0, "train.k_weights",
            "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
     check_field(cfg.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
@@ -189,7 +210,7 @@ def _loop(config: dict) -> None:
     import torch
 
     from mixscribe.model import TwoBranchModel, load_model, save_checkpoint
-    from mixscribe.train.data import AUG_KEYS, RemixConfig, Remixer, load_split
+    from mixscribe.train.data import AUG_KEYS, Remixer, load_split
     from mixscribe.model.arithmetic import resolve_precision
     from mixscribe.train.steps import collate, losses, set_stage, train_step
 
@@ -212,7 +233,7 @@ def _loop(config: dict) -> None:
         model.to(memory_format=torch.channels_last)  # oneDNN's bf16 convolutions want NHWC
     ddp = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 else model
     forward = torch.compile(ddp) if cfg.compile else ddp  # DDP wrapped first: compiled around its hooks
-    remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights)  # validation: no augmentation
+    remix = remix_config(cfg, training=False)  # validation: no augmentation
     valid_set = Remixer(load_split(config["data"], "valid"), remix, seed=cfg.seed + 999_999)
     valid_batch = collate([valid_set.example(0, i) for i in range(cfg.valid_examples)]).to(device)
     batches = _batches(ray.train.get_dataset_shard("train"), cfg)
@@ -330,13 +351,11 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
     import ray.data
 
     from mixscribe.synth.pipeline import reopenable_uri
-    from mixscribe.train.data import RemixConfig, remix_files, remix_tasks
+    from mixscribe.train.data import remix_files, remix_tasks
 
     uris = [reopenable_uri(fs, p) for p in paths]
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per worker floods the log
-    remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment,
-                        same_family_prob=cfg.same_family_prob, register_match_prob=cfg.register_match_prob,
-                        register_semitones=cfg.register_semitones)  # fmt: skip
+    remix = remix_config(cfg, training=True)
     items = remix_tasks(uris, train_clips, cfg.remix_pool_clips, passes_needed(cfg, train_clips), cfg.seed)
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         remix_files, batch_size=1, num_cpus=cfg.data_cpus,
