@@ -52,7 +52,9 @@ def f0_track(notes: list[tuple[float, float, int]], frames: int) -> np.ndarray:
     return row
 
 
-def make_bach10(root, pieces=("01-AchGottundHerr", "02-AchLiebenChristen")):
+def make_bach10(root, pieces=("01-AchGottundHerr", "02-AchLiebenChristen"), aligned=("01-AchGottundHerr",)):
+    """Pieces as published; those in `aligned` also carry NN-Title.txt (the aligned score), the others
+    only the F0 tracks."""
     from scipy.io import savemat
 
     frames = int((SECONDS - BACH10_F0_START) / BACH10_F0_HOP)
@@ -64,6 +66,10 @@ def make_bach10(root, pieces=("01-AchGottundHerr", "02-AchLiebenChristen")):
         sf.write(folder / f"{piece}.wav", sum(tone(n, h) for n, h in zip(BACH10_NOTES, HARMONICS)), RATE)
         savemat(folder / f"{piece}-GTF0s.mat", {"GTF0s": np.stack([f0_track(n, frames) for n in BACH10_NOTES])})
         (folder / f"{piece}.mid").write_bytes(b"")  # the score MIDI is in the folder, unused
+        if piece in aligned:
+            lines = [f"{round(1000 * on)}\t{round(1000 * off)}\t{pitch}\t{part}"
+                     for part, notes in enumerate(BACH10_NOTES, 1) for on, off, pitch in notes]  # fmt: skip
+            (folder / f"{piece}.txt").write_text("\n".join(sorted(lines, key=lambda x: int(x.split()[0]))) + "\n")
     return root
 
 
@@ -78,13 +84,32 @@ def test_f0_track_to_notes_hand_checked():
     assert notes[1].onset == pytest.approx(0.023 + 0.39) and notes[1].offset == pytest.approx(0.023 + 0.49)
 
 
+def test_bach10_aligned_score_hand_checked(tmp_path):
+    """Lines of NN-Title.txt: onset ms, offset ms, pitch, part. A repeated note with no gap stays two
+    notes (what the F0 track cannot show); parts come back in BACH10's order, each sorted by onset."""
+    from mixscribe.evaluate.datasets import read_bach10_alignment
+
+    path = tmp_path / "01-Test.txt"
+    path.write_text("1000\t1500\t60\t2\n0\t500\t72\t1\n500\t1000\t72\t1\n250\t900\t48\t4\n")
+    violin, clarinet, sax, bassoon = read_bach10_alignment(path)
+    assert violin == [RefNote(0.0, 0.5, 72), RefNote(0.5, 1.0, 72)]
+    assert clarinet == [RefNote(1.0, 1.5, 60)] and sax == [] and bassoon == [RefNote(0.25, 0.9, 48)]
+    for bad in ("0\t500\t72\t5\n", "0\t500\t72\t0\n", "0\t500\n"):
+        path.write_text(bad)
+        with pytest.raises(DatasetError, match=r"01-Test\.txt:1: expected 'onset_ms offset_ms pitch part\(1-4\)'"):
+            read_bach10_alignment(path)
+
+
 def test_bach10_reader_and_the_papers_mixtures(tmp_path):
     pieces = read_dataset("bach10", make_bach10(tmp_path / "Bach10"))
     assert [p.name for p in pieces] == ["01-AchGottundHerr", "02-AchLiebenChristen"]
     parts = pieces[0].parts
     assert [p.instrument for p in parts] == ["violin", "clarinet", "saxphone", "bassoon"]
     assert [p.gm_program for p in parts] == [40, 71, 66, 70]
-    for part, expected in zip(parts, BACH10_NOTES):  # the written notes back, within one F0 frame
+    for part, expected in zip(parts, BACH10_NOTES):  # from the aligned score: the written notes exactly
+        assert [(n.onset, n.offset, n.pitch) for n in part.notes] == [(pytest.approx(a), pytest.approx(b), p)
+                                                                      for a, b, p in expected]  # fmt: skip
+    for part, expected in zip(pieces[1].parts, BACH10_NOTES):  # no .txt: from the F0 tracks, within a frame
         assert [n.pitch for n in part.notes] == [p for _, _, p in expected]
         for got, (onset, offset, _) in zip(part.notes, expected):
             assert abs(got.onset - onset) <= 0.011 and abs(got.offset - offset) <= 0.011

@@ -96,25 +96,51 @@ def f0_to_notes(midi: np.ndarray, hop: float = BACH10_F0_HOP, start: float = BAC
     return notes
 
 
-def read_bach10(home: Path) -> list[Piece]:
-    """BACH10 (v1.1): HOME/NN-Title/ with NN-Title-{violin,clarinet,saxphone,bassoon}.wav and
-    NN-Title-GTF0s.mat (GTF0s: 4 x frames, MIDI, rows in that part order)."""
+def read_bach10_alignment(path: Path) -> list[list[RefNote]]:
+    """BACH10's NN-Title.txt, the score aligned to the performance: one note per line, onset (ms),
+    offset (ms), MIDI pitch, part (1-4), tab-separated; returns the notes of each part."""
+    parts: list[list[RefNote]] = [[] for _ in BACH10_PARTS]
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            onset, offset, pitch, part = float(fields[0]), float(fields[1]), int(float(fields[2])), int(fields[3])
+            if not 1 <= part <= len(parts):
+                raise ValueError(part)
+            parts[part - 1].append(RefNote(onset / 1000, offset / 1000, pitch))
+        except (ValueError, IndexError):
+            raise DatasetError(f"{path}:{i}: expected 'onset_ms offset_ms pitch part(1-4)', got {line.strip()!r}") from None
+    return [sorted(p, key=lambda n: (n.onset, n.pitch)) for p in parts]
+
+
+def _bach10_f0_notes(mat: Path) -> list[list[RefNote]]:
     from scipy.io import loadmat
 
+    f0 = loadmat(mat).get("GTF0s")
+    if f0 is None or f0.ndim != 2 or f0.shape[0] != len(BACH10_PARTS):
+        raise DatasetError(f"{mat}: expected a GTF0s matrix of {len(BACH10_PARTS)} rows (one per part)")
+    return [f0_to_notes(row) for row in f0]
+
+
+def read_bach10(home: Path) -> list[Piece]:
+    """BACH10 (v1.1): HOME/NN-Title/ with NN-Title-{violin,clarinet,saxphone,bassoon}.wav and the notes
+    of each part from NN-Title.txt (the score aligned to the performance: exact re-attacks), or, where a
+    piece has none, from NN-Title-GTF0s.mat (GTF0s: 4 x frames, MIDI, rows in that part order)."""
     folders = sorted(p for p in home.iterdir() if p.is_dir() and re.match(r"^\d+-", p.name))
     if not folders:
         raise DatasetError(f"{home}: no BACH10 piece folders (NN-Title/, e.g. 01-AchGottundHerr/)")
+    sources = []
     for folder in folders:
-        for suffix in [*(f"-{name}.wav" for name, _ in BACH10_PARTS), "-GTF0s.mat"]:
-            _require(folder / f"{folder.name}{suffix}")
+        for name, _ in BACH10_PARTS:
+            _require(folder / f"{folder.name}-{name}.wav")
+        aligned = folder / f"{folder.name}.txt"
+        sources.append(aligned if aligned.is_file() else _require(folder / f"{folder.name}-GTF0s.mat"))
     pieces = []
-    for folder in folders:
-        mat = folder / f"{folder.name}-GTF0s.mat"
-        f0 = loadmat(mat).get("GTF0s")
-        if f0 is None or f0.ndim != 2 or f0.shape[0] != len(BACH10_PARTS):
-            raise DatasetError(f"{mat}: expected a GTF0s matrix of {len(BACH10_PARTS)} rows (one per part)")
-        parts = tuple(Part(name, program, (folder / f"{folder.name}-{name}.wav",), tuple(f0_to_notes(f0[i])))
-                      for i, (name, program) in enumerate(BACH10_PARTS))  # fmt: skip
+    for folder, source in zip(folders, sources):
+        notes = read_bach10_alignment(source) if source.suffix == ".txt" else _bach10_f0_notes(source)
+        parts = tuple(Part(name, program, (folder / f"{folder.name}-{name}.wav",), tuple(part_notes))
+                      for (name, program), part_notes in zip(BACH10_PARTS, notes))  # fmt: skip
         pieces.append(Piece(folder.name, parts))
     return pieces
 
