@@ -271,8 +271,7 @@ def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str,
 
     from mixscribe import tracking
     from mixscribe.evaluate.chorales import ChoraleConfig, build_chorale_set
-    from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
-    from mixscribe.synth.pipeline import MANIFEST, read_manifest
+    from mixscribe.synth.pipeline import MANIFEST
 
     data = root / "chorales"
     if not (data / MANIFEST).exists():
@@ -280,14 +279,9 @@ def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str,
                             max_seconds=plan.pipeline.chorale_seconds, seed=plan.synth.seed,
                             procedural_seed=plan.synth.procedural.seed)  # fmt: skip
         build_chorale_set(cfg, str(data), log=lambda m: log(f"    {m}"))
-    fixed = dataclasses.replace(tuned, sets=("chorales",), tune_on="", max_clips_per_set=0)
-    result = evaluate_checkpoint(checkpoint, str(data), fixed)
-    paths = write_report(result, str(root / report))
+    result = _score_fixed(stages, root, checkpoint, tuned, rid, data, "chorales", report, log)
     summary = result.summary()
     tracking.log_metrics(stages.mlf, rid, summary)
-    tracking.log_shards_input(rid, stages.uri, str(data), "evaluation-chorales", read_manifest(str(data))[2])
-    tracking.log_artifacts(stages.mlf, rid, paths, report)
-    log("    " + result.markdown().replace("\n", "\n    ").rstrip())
     return summary
 
 
@@ -297,21 +291,30 @@ def _evaluate_dataset(stages: _Stages, root: Path, checkpoint: str, tuned, rid: 
     there) scored with the thresholds valid chose, as the chorales are."""
     from mixscribe import tracking
     from mixscribe.evaluate.datasets import build_dataset_set
-    from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
-    from mixscribe.synth.pipeline import read_manifest
 
     data = stages.workdir / "datasets" / dataset
     build_dataset_set(dataset, home, str(data), log=lambda m: log(f"    {m}"))
-    fixed = dataclasses.replace(tuned, sets=(dataset,), tune_on="", max_clips_per_set=0)
-    result = evaluate_checkpoint(checkpoint, str(data), fixed)
-    report = f"report-{dataset}"
-    paths = write_report(result, str(root / report))
+    result = _score_fixed(stages, root, checkpoint, tuned, rid, data, dataset, f"report-{dataset}", log)
     summary = result.summary()
     tracking.log_metrics(stages.mlf, rid, summary | result.pair_summary())
-    tracking.log_shards_input(rid, stages.uri, str(data), f"evaluation-{dataset}", read_manifest(str(data))[2])
+    return summary
+
+
+def _score_fixed(stages: _Stages, root: Path, checkpoint: str, tuned, rid: str, data: Path, split: str,
+                 report: str, log):  # fmt: skip
+    """One held-out set of its own shard set scored whole with the thresholds valid chose (nothing about
+    it tunes anything): its report under root/report, the shards as the run's input, the table logged."""
+    from mixscribe import tracking
+    from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
+    from mixscribe.synth.pipeline import read_manifest
+
+    fixed = dataclasses.replace(tuned, sets=(split,), tune_on="", max_clips_per_set=0)
+    result = evaluate_checkpoint(checkpoint, str(data), fixed)
+    paths = write_report(result, str(root / report))
+    tracking.log_shards_input(rid, stages.uri, str(data), f"evaluation-{split}", read_manifest(str(data))[2])
     tracking.log_artifacts(stages.mlf, rid, paths, report)
     log("    " + result.markdown().replace("\n", "\n    ").rstrip())
-    return summary
+    return result
 
 
 def _run_stage(stages: _Stages, stage: str, log, body) -> str:

@@ -294,8 +294,8 @@ def _require(path: Path, folder: bool = False) -> Path:
 def _load_part(part: Part) -> np.ndarray:
     """Every recording of the part at SAMPLE_RATE, mono, summed (float32)."""
     import soundfile as sf
-    from scipy.signal import resample_poly
-    from math import gcd
+
+    from mixscribe.transcription.inference import to_model_rate
 
     total = None
     for path in part.audio:
@@ -303,10 +303,7 @@ def _load_part(part: Part) -> np.ndarray:
             audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
         except Exception as exc:  # soundfile raises several types for a bad file
             raise DatasetError(f"{path}: not a readable audio file ({type(exc).__name__})") from None
-        audio = audio.mean(axis=1)
-        if sr != SAMPLE_RATE:
-            g = gcd(int(sr), SAMPLE_RATE)
-            audio = resample_poly(audio, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
+        audio = to_model_rate(audio.mean(axis=1), sr)
         if total is None:
             total = audio
         else:

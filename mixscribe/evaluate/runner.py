@@ -209,16 +209,11 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
 def _matched_embeddings(clip, est: list, u, limit: int = 64) -> dict:
     """Embeddings of the estimated notes that hit a reference note, labelled with that note's true
     instrument (its GM family): what the t-SNE figure shows."""
-    from mixscribe.evaluate.metrics import ONSET_TOLERANCE, note_intervals
+    from mixscribe.evaluate.metrics import matched_pairs
 
     if u is None or not est or not clip.notes:
         return {"emb": np.zeros((0, 0), np.float32), "labels": []}
-    import mir_eval
-
-    ri, rp = note_intervals(clip.notes)
-    ei, ep = note_intervals(est)
-    pairs = mir_eval.transcription.match_notes(ri, rp, ei, ep, onset_tolerance=ONSET_TOLERANCE, pitch_tolerance=50.0,
-                                               offset_ratio=None)[:limit]  # fmt: skip
+    pairs = matched_pairs(clip.notes, est)[:limit]
     return {"emb": np.asarray([u[j] for _, j in pairs], np.float32),
             "labels": [clip.stems[clip.notes[i].stem].gm_family for i, _ in pairs]}  # fmt: skip
 

@@ -74,8 +74,6 @@ def check_audio_file(path: str | os.PathLike) -> None:
 
 
 def prepare_audio(audio: np.ndarray, sr: int, where: str = "audio") -> np.ndarray:
-    from scipy.signal import resample_poly
-
     audio = np.asarray(audio, np.float32)
     if audio.ndim == 2:
         audio = audio.mean(axis=1 if audio.shape[1] <= 8 else 0)
@@ -90,10 +88,17 @@ def prepare_audio(audio: np.ndarray, sr: int, where: str = "audio") -> np.ndarra
     audio = audio - audio.mean(dtype=np.float64).astype(np.float32)  # a DC offset is no sound
     if np.abs(audio).max() < 1e-6:
         raise TranscribeError(f"{where}: audio is silent (nothing but a constant offset)")
-    if sr != SAMPLE_RATE:
-        g = gcd(int(sr), SAMPLE_RATE)
-        audio = resample_poly(audio, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
-    return audio
+    return to_model_rate(audio, sr)
+
+
+def to_model_rate(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Mono float32 audio at the model's 22,050 Hz (polyphase, anti-aliased), unchanged when already there."""
+    from scipy.signal import resample_poly
+
+    if sr == SAMPLE_RATE:
+        return audio
+    g = gcd(int(sr), SAMPLE_RATE)
+    return resample_poly(audio, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
 
 
 GATE_WINDOW = 2048  # samples (93 ms) over which a frame's level is measured
