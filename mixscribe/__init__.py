@@ -8,10 +8,11 @@ __all__ = ["MixscribeError", "Note", "__version__", "load_model", "transcribe"]
 
 
 def load_model(path=None):
-    """Rebuild a model from a checkpoint (lazy import: `import mixscribe` stays light)."""
-    from mixscribe.model import load_model as _load
+    """The model of a checkpoint (None: the shipped default) with the decoding it was packaged with
+    (`model.decode_params`, or None); lazy import: `import mixscribe` stays light."""
+    from mixscribe.transcription.inference import load_transcriber
 
-    return _load(path)
+    return load_transcriber(path)
 
 
 def transcribe(audio_or_path, sr=None, k=None, checkpoint=None, model=None, backend="auto"):

@@ -119,6 +119,7 @@ class Plan:
         digest as it was while at their default, so an upgrade does not refuse to resume a pipeline that
         never used them."""
         data = self.as_dict()
+        data["evaluate"] = _digest_form_of_evaluate(self.evaluate)
         for section, names in FIELDS_ADDED_LATER.items():
             cfg = getattr(self, section)
             default = type(cfg)()
@@ -128,9 +129,24 @@ class Plan:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _digest_form_of_evaluate(cfg) -> dict:
+    """The evaluate section as digests were first taken: the decoding settings it then held inline,
+    the decoding settings it gained later only where set, so moving them under `decode` changed no
+    digest of a pipeline that never set those."""
+    from mixscribe.evaluate.runner import FLAT_DECODE_FIELDS
+    from mixscribe.transcription.decode import DecodeParams
+
+    data = to_dict(cfg)
+    decode, default = data.pop("decode"), to_dict(DecodeParams())
+    data |= {name: decode[name] for name in FLAT_DECODE_FIELDS}
+    data |= {name: value for name, value in decode.items()
+             if name not in FLAT_DECODE_FIELDS and value != default[name]}  # fmt: skip
+    return data
+
+
 def load_plan(spec: str, workers: int | None = None, num_clips: int | None = None) -> Plan:
     from mixscribe.config import load_synth_config
-    from mixscribe.evaluate.runner import EvalConfig
+    from mixscribe.evaluate.runner import load_eval_config
     from mixscribe.train.trainer import load_train_config
 
     data = load_preset(spec)
@@ -139,8 +155,7 @@ def load_plan(spec: str, workers: int | None = None, num_clips: int | None = Non
         pipe["num_clips"] = num_clips
     pipeline = from_dict(PipelineConfig, pipe, prefix="pipeline.")
     pipeline.validate()
-    evaluate = from_dict(EvalConfig, dict(data.get("evaluate") or {}), prefix="evaluate.")
-    evaluate.validate()
+    evaluate = load_eval_config(dict(data.get("evaluate") or {}))
     synth = load_synth_config(spec)
     plan = Plan(pipeline, synth, load_train_config(spec, workers=workers), evaluate)
     for stage in pipeline.train_stages:
@@ -249,7 +264,7 @@ def with_fresh_branches(source: Path, target: Path, keep: tuple[str, ...], seed:
     says so; the decoding stored with the source is dropped, since it was fitted to the old branches."""
     import torch
 
-    from mixscribe.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from mixscribe.model.checkpoint import load_model, save_checkpoint
     from mixscribe.model.network import TwoBranchModel
 
     model = load_model(source)
@@ -258,7 +273,7 @@ def with_fresh_branches(source: Path, target: Path, keep: tuple[str, ...], seed:
     for branch in BRANCHES:
         if branch not in keep:
             setattr(model, branch, getattr(fresh, branch))
-    seen = dict((load_checkpoint(source).get("extra") or {}).get("examples_seen") or {})
+    seen = dict(model.extra.get("examples_seen") or {})
     seen |= {b: 0 for b in BRANCHES if b not in keep}
     return save_checkpoint(model, target, extra={"examples_seen": seen, "init_from": str(source),
                                                  "init_branches": list(keep)})  # fmt: skip

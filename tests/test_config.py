@@ -85,6 +85,7 @@ def test_fresh_branches_keep_the_named_branch_bit_for_bit_and_reseed_the_other(t
     (the same for the same seed, so a resumed run starts where the first did) and its examples reset."""
     import torch
 
+    from mixscribe import load_model as load_transcriber
     from mixscribe.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, load_model
     from mixscribe.pipeline import with_fresh_branches
 
@@ -99,7 +100,7 @@ def test_fresh_branches_keep_the_named_branch_bit_for_bit_and_reseed_the_other(t
     assert all(torch.equal(fresh[k], again[k]) for k in fresh)
     extra = load_checkpoint(a)["extra"]
     assert extra["examples_seen"]["encoder"] == 0 and extra["init_branches"] == ["amt"]
-    assert load_model(a).decode_params is None  # the shipped decoding was fitted to the old encoder
+    assert load_transcriber(a).decode_params is None  # the shipped decoding was fitted to the old encoder
 
 
 def test_pipeline_datasets_are_checked(tmp_path):
@@ -127,7 +128,19 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     before = plan.as_dict()
     del before["pipeline"]["init_branches"], before["pipeline"]["datasets"]
     del before["train"]["gain_low"], before["train"]["gain_high"], before["train"]["noise_std"]
+    # the evaluate section as it was: these decoding settings inline, none of DecodeParams' others
+    decode = before["evaluate"].pop("decode")
+    before["evaluate"] |= {k: decode[k] for k in ("onset_threshold", "frame_threshold", "k_sharpness", "k_model",
+                                                  "min_note_frames", "energy_tolerance", "infer_onsets",
+                                                  "pool_power", "cluster_sharpness")}  # fmt: skip
     assert plan.digest() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    # a decoding setting the section never held inline counts once set, not at its default
+    digests = []
+    for name, gate in (("plain", None), ("at-default", -55.0), ("gated", -40.0)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"evaluate": {"decode": {} if gate is None else {"gate_dbfs": gate}}}))
+        digests.append(load_plan(str(path)).digest())
+    assert digests[0] == digests[1] != digests[2]
     fresh, continued = tmp_path / "fresh.yaml", tmp_path / "continued.yaml"
     fresh.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default", "init_branches": ["amt"]}}))
     continued.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default"}}))
@@ -164,3 +177,21 @@ def test_every_remix_setting_comes_from_the_train_section(tmp_path):
     path.write_text(yaml.safe_dump({"train": {"gain_low": 2.0, "gain_high": 1.0}}))
     with pytest.raises(ConfigError, match=r"train\.gain_low"):
         load_train_config(str(path))
+
+
+def test_the_evaluate_section_holds_the_decoding_once(tmp_path):
+    """The decoding an evaluation scores with is one DecodeParams under evaluate.decode, checked by its
+    own rules; a preset written with the settings inline is told where they went, not silently ignored."""
+    from mixscribe.pipeline import load_plan
+    from mixscribe.transcription.decode import DecodeParams
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"evaluate": {"decode": {"onset_threshold": 0.4, "gate_dbfs": -50.0}}}))
+    decode = load_plan(str(path)).evaluate.decode
+    assert decode == DecodeParams(onset_threshold=0.4, gate_dbfs=-50.0)
+    for section, message in (({"onset_threshold": 0.4}, r"evaluate\.onset_threshold: .*evaluate\.decode\.onset_threshold"),
+                             ({"decode": {"pool_power": 0.0}}, r"decode\.pool_power: must be > 0"),
+                             ({"decode": {"frame_treshold": 0.3}}, r"evaluate\.decode\.frame_treshold: unknown")):  # fmt: skip
+        path.write_text(yaml.safe_dump({"evaluate": section}))
+        with pytest.raises(ConfigError, match=message):
+            load_plan(str(path))

@@ -36,6 +36,20 @@ def test_shipped_weights_are_small_safe_and_match_their_config(shipped):
     assert payload["extra"]["packaged_from"]["thresholds_tuned_on"] == "valid"
 
 
+def test_the_stored_decoding_reaches_a_model_loaded_by_the_model_room_alone(shipped):
+    """The model room stores the decoding without reading it; transcription reads it from any loaded
+    model, so one loaded without the transcription room's loader still transcribes as it was packaged."""
+    from mixscribe.model import load_model
+    from mixscribe.model.network import TwoBranchModel
+    from mixscribe.transcription.inference import default_params
+    from mixscribe.transcription.decode import DecodeParams
+
+    raw = load_model()
+    assert not hasattr(raw, "decode_params") and raw.extra["decode"]
+    assert default_params(raw) == shipped.decode_params != DecodeParams()
+    assert default_params(TwoBranchModel(shipped.cfg)) == DecodeParams()  # nothing stored: the defaults
+
+
 def test_shipped_onnx_graph_matches_the_weights(shipped):
     import onnxruntime as ort
 

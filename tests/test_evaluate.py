@@ -150,25 +150,27 @@ def test_thresholds_are_tuned_on_the_validation_set_only(shards):
     one = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=1))
     two = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("unseen-soundfont",), max_clips_per_set=2))
     assert {r["set"] for r in one.rows} == {"unseen-soundfont"}  # the tuning set is not scored unless asked
-    assert (one.config.frame_threshold, one.config.onset_threshold) == (two.config.frame_threshold, two.config.onset_threshold)
+    assert (one.config.decode.frame_threshold, one.config.decode.onset_threshold) == (
+        two.config.decode.frame_threshold, two.config.decode.onset_threshold)
     valid = set_tables(shards, ["valid"])["valid"]
     expected = tune_thresholds(_tuning_clips(GOLDEN.read_bytes(), valid))
     assert dataclasses.replace(one.tuned, pool_power=None, cluster_sharpness=None, sep_note_f1=None) == expected
-    assert one.config.frame_threshold == expected.frame_threshold
+    assert one.config.decode.frame_threshold == expected.frame_threshold
     shape = expected.note_shape()  # the note shape is tuned too, and is what the scoring used
     assert set(shape) == {"min_note_frames", "energy_tolerance", "infer_onsets"}
-    assert all(getattr(one.config, k) == v for k, v in shape.items())
+    assert all(getattr(one.config.decode, k) == v for k, v in shape.items())
     assert "tuned on `valid`" in one.markdown() and f"gaps up to {shape['energy_tolerance']} frames" in one.markdown()
     # then the clustering, on the same clips' notes at those thresholds and shape, with their true K
-    at_tuned = dataclasses.replace(EvalConfig(), onset_threshold=expected.onset_threshold,
-                                   frame_threshold=expected.frame_threshold, **shape)  # fmt: skip
+    at_tuned = EvalConfig().with_decode(onset_threshold=expected.onset_threshold,
+                                        frame_threshold=expected.frame_threshold, **shape)  # fmt: skip
     clustering = tune_clustering(_cluster_tuning_clips(GOLDEN.read_bytes(), valid, to_dict(at_tuned)))
     assert set(clustering) == {"pool_power", "cluster_sharpness", "sep_note_f1"}
     assert one.tuned.clustering() == {k: clustering[k] for k in ("pool_power", "cluster_sharpness")}
-    assert (one.config.pool_power, one.config.cluster_sharpness) == (clustering["pool_power"], clustering["cluster_sharpness"])
+    assert (one.config.decode.pool_power, one.config.decode.cluster_sharpness) == (
+        clustering["pool_power"], clustering["cluster_sharpness"])
     assert f"pooled with Y_F^{clustering['pool_power']:g}, affinity exp({clustering['cluster_sharpness']:g} cos)" in one.markdown()
     fixed = evaluate_checkpoint(str(GOLDEN), shards, EvalConfig(sets=("valid",), tune_on="", max_clips_per_set=1))
-    assert fixed.tuned is None and fixed.config.onset_threshold == 0.5 and "fixed (not tuned)" in fixed.markdown()
+    assert fixed.tuned is None and fixed.config.decode.onset_threshold == 0.5 and "fixed (not tuned)" in fixed.markdown()
 
 
 def test_the_backend_is_checked_and_named_in_the_report(shards):
@@ -204,16 +206,19 @@ def test_a_report_of_another_transcriber_claims_none_of_our_decoding():
 def test_fixed_threshold_evaluation_decodes_a_packaged_model_as_it_transcribes():
     """No tuning set: the shipped model's stored decoding is used where the config does not set a field;
     a field the config sets wins; a checkpoint without stored decoding keeps the config's."""
+    from mixscribe import load_model
     from mixscribe.evaluate.runner import EvalConfig, stored_decoding
-    from mixscribe.model import load_model
     from mixscribe.model.checkpoint import DEFAULT_CHECKPOINT
 
     stored = load_model(DEFAULT_CHECKPOINT).decode_params
-    cfg, taken = stored_decoding(EvalConfig(tune_on="", onset_threshold=0.6), str(DEFAULT_CHECKPOINT), {"onset_threshold"})
-    assert cfg.onset_threshold == 0.6 and "onset_threshold" not in taken
-    assert (cfg.frame_threshold, cfg.pool_power, cfg.cluster_sharpness) == (stored.frame_threshold, stored.pool_power,
-                                                                            stored.cluster_sharpness)  # fmt: skip
+    cfg, taken = stored_decoding(EvalConfig(tune_on="").with_decode(onset_threshold=0.6), str(DEFAULT_CHECKPOINT),
+                                 {"onset_threshold"})  # fmt: skip
+    d = cfg.decode
+    assert d.onset_threshold == 0.6 and "onset_threshold" not in taken
+    assert (d.frame_threshold, d.pool_power, d.cluster_sharpness) == (stored.frame_threshold, stored.pool_power,
+                                                                      stored.cluster_sharpness)  # fmt: skip
     assert {"frame_threshold", "pool_power", "cluster_sharpness", "k_model"} <= set(taken)
+    assert dataclasses.replace(d, onset_threshold=stored.onset_threshold) == stored  # every other stored field
     tuned, none = stored_decoding(EvalConfig(tune_on="valid"), str(DEFAULT_CHECKPOINT), set())
     assert tuned == EvalConfig(tune_on="valid") and none == []  # tuning decides: nothing taken
     plain, none = stored_decoding(EvalConfig(tune_on=""), "tests/data/golden.pt", set())

@@ -78,7 +78,7 @@ def test_pipeline_logs_nested_runs_params_metrics_lineage_and_models(finished):
     assert parent[0].data.metrics["eval/chorales/all/note_f1"] == eval_metrics["eval/chorales/all/note_f1"]
     chorale_report = (workdir / "t1" / "report-chorales" / "summary.md").read_text()
     params = children["evaluate"].data.params
-    assert f"onset {params['evaluate.onset_threshold']}, frame {params['evaluate.frame_threshold']} (notes longer than" in chorale_report
+    assert f"onset {params['evaluate.decode.onset_threshold']}, frame {params['evaluate.decode.frame_threshold']} (notes longer than" in chorale_report
     # lineage: every stage saw the same shard set (same digest); the chorales are a second input
     inputs = [(i.dataset.digest, {t.value for t in i.tags}) for x in children.values() for i in x.inputs.dataset_inputs]
     digests = {d for d, tags in inputs if "evaluation-chorales" not in tags}

@@ -286,10 +286,9 @@ def test_two_pass_pooling_equals_dense_pooling(model, monkeypatch):
 
 def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     """package-model stores the thresholds an evaluation tuned; transcribe uses them unless told otherwise."""
-    from mixscribe.transcription.inference import load_audio, transcribe_audio
-    from mixscribe.model import load_model
-
+    from mixscribe import load_model
     from mixscribe.config import to_dict
+    from mixscribe.transcription.inference import load_audio, transcribe_audio
     from mixscribe.transcription.kestimate import FEATURES, KModel
 
     _, path = duet
@@ -300,13 +299,12 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     k_model = KModel((1, 2, 3), (0.0,) * width, (1.0,) * width, ((0.0,) * width,) * 3, (0.0, 0.0, 5.0),
                      features=FEATURES)  # fmt: skip
 
-    def write_report(classifier: KModel) -> None:
-        (report / "metrics.json").write_text(json.dumps({"config": {"onset_threshold": 0.8, "frame_threshold": 0.7,
-                                                                    "min_note_frames": 9.0, "energy_tolerance": 15,
-                                                                    "infer_onsets": False,
-                                                                    "pool_power": 2.0, "cluster_sharpness": 3.0,
-                                                                    "tune_on": "valid", "k_model": to_dict(classifier)},
-                                                         "tuned": None}))  # fmt: skip
+    def write_report(classifier: KModel, nested: bool = True) -> None:
+        decode = {"onset_threshold": 0.8, "frame_threshold": 0.7, "min_note_frames": 9.0, "energy_tolerance": 15,
+                  "infer_onsets": False, "pool_power": 2.0, "cluster_sharpness": 3.0, "k_model": to_dict(classifier)}
+        # reports hold the decoding under `decode`; those written before held it inline, and still package
+        config = {"tune_on": "valid", "decode": decode} if nested else {"tune_on": "valid", **decode}
+        (report / "metrics.json").write_text(json.dumps({"config": config, "tuned": None}))
 
     write_report(k_model)
     r = run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o", str(tmp_path / "m.pt"))
@@ -336,7 +334,7 @@ def test_packaged_model_carries_its_tuned_thresholds_to_the_cli(duet, tmp_path):
     r = run_cli("transcribe", str(path), "-k", "2", "-o", str(tmp_path / "g"), "--checkpoint", str(GOLDEN))
     assert r.returncode == 0 and "decoding: " not in r.stderr  # nothing stored: nothing to report
     # a classifier stored by a version with other features is not used: the eigengap decides, with a warning
-    write_report(dataclasses.replace(k_model, features=()))
+    write_report(dataclasses.replace(k_model, features=()), nested=False)
     r = run_cli("package-model", "--checkpoint", str(GOLDEN), "--report", str(report), "-o", str(tmp_path / "s.pt"))
     assert r.returncode == 0, r.stderr
     with pytest.warns(UserWarning, match="K classifier was fitted on other features"):

@@ -148,9 +148,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         probe.unlink()
     except OSError as exc:
         raise MixscribeError(f"{out}: output folder is not writable ({exc.strerror})") from exc
-    from mixscribe.model import load_model
+    from mixscribe.transcription.inference import load_transcriber
 
-    model = load_model(args.checkpoint)
+    model = load_transcriber(args.checkpoint)
     given = {"onset_threshold": args.onset_threshold, "frame_threshold": args.frame_threshold,
              "min_note_frames": None if args.min_note_ms is None else args.min_note_ms / 1000 * SAMPLE_RATE / HOP,
              "gate_dbfs": args.gate_dbfs}  # fmt: skip
@@ -207,7 +207,7 @@ def _transcribe_one(model, path, stem, args: argparse.Namespace, params, formats
 
 
 def _cmd_package_model(args: argparse.Namespace) -> int:
-    from mixscribe.model.checkpoint import package_model
+    from mixscribe.evaluate.package import package_model
 
     pt, onnx = package_model(args.checkpoint, args.report, args.output)
     print(f"wrote {pt} ({pt.stat().st_size / 1e3:.0f} kB) and {onnx} ({onnx.stat().st_size / 1e3:.0f} kB)")
@@ -296,11 +296,12 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from mixscribe.config import from_dict, load_preset
-    from mixscribe.evaluate.runner import EvalConfig, evaluate_checkpoint, stored_decoding, write_report
+    from mixscribe.config import load_preset
+    from mixscribe.evaluate.runner import evaluate_checkpoint, load_eval_config, stored_decoding, write_report
 
     section = dict(load_preset(args.config).get("evaluate") or {})
-    cfg = from_dict(EvalConfig, section, prefix="evaluate.")
+    cfg = load_eval_config(section)
+    explicit = set(section.get("decode") or {})  # decoding the preset sets: a packaged model's never replaces it
     overrides = {"sets": tuple(args.sets) if args.sets else None, "k_mode": args.k,
                  "max_clips_per_set": args.max_clips, "backend": args.backend}  # fmt: skip
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -312,10 +313,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from mixscribe.errors import MixscribeError
 
         raise MixscribeError("evaluate: pass --data SHARDS, or --dataset NAME --data-home DIR")
-    cfg, taken = stored_decoding(cfg, args.checkpoint, explicit=set(section))
+    cfg, taken = stored_decoding(cfg, args.checkpoint, explicit)
     if taken:
         print(f"decoding: {', '.join(taken)} from {args.checkpoint} (fixed thresholds; set them in the "
-              "config's evaluate: section to override)")  # fmt: skip
+              "config's evaluate.decode: section to override)")  # fmt: skip
     if args.dataset:  # the recordings read (every file checked first) once the rest is known to be right
         from mixscribe.evaluate.datasets import build_dataset_set
 
@@ -325,7 +326,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     paths = write_report(result, args.out)
     fixed = fixed_paths = None
     if args.dataset and result.tuned:  # the frozen decoding's figures beside the tuned ones
-        fixed_cfg, _ = stored_decoding(dataclasses.replace(cfg, tune_on=""), args.checkpoint, explicit=set(section))
+        fixed_cfg, _ = stored_decoding(dataclasses.replace(cfg, tune_on=""), args.checkpoint, explicit)
         fixed = evaluate_checkpoint(args.checkpoint, args.data, fixed_cfg)
         fixed_paths = write_report(fixed, os.path.join(args.out, "fixed"))
     if not args.no_mlflow:
@@ -343,13 +344,10 @@ def _dataset_evaluation(args: argparse.Namespace, cfg):
     given, else the model's stored decoding: never from the recordings being scored."""
     import dataclasses
 
-    from mixscribe.evaluate.datasets import DatasetError
+    from mixscribe.evaluate.datasets import DatasetError, dataset_home
     from mixscribe.model import load_model
 
-    if not args.data_home:
-        raise DatasetError("--dataset needs --data-home (the folder the dataset was unpacked to)")
-    if not os.path.isdir(os.path.expanduser(args.data_home)):
-        raise DatasetError(f"{args.data_home}: no such folder (--data-home: where {args.dataset} was unpacked)")
+    dataset_home(args.dataset, args.data_home)
     if not args.tune_data:
         cfg = dataclasses.replace(cfg, tune_on="")
     elif cfg.tune_on == args.dataset:

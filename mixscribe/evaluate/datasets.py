@@ -274,12 +274,19 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def dataset_home(name: str, home: str | Path | None) -> Path:
+    """The folder a dataset was unpacked to, checked to exist: the one message for a missing one."""
+    if not home:
+        raise DatasetError(f"--dataset needs --data-home (the folder {name} was unpacked to)")
+    path = Path(home).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"{home}: no such folder (--data-home: where {name} was unpacked)")
+    return path
+
+
 def read_dataset(name: str, home: str | Path) -> list[Piece]:
     """The dataset's pieces, every file checked before any audio is read."""
-    home = Path(home).expanduser()
-    if not home.is_dir():
-        raise DatasetError(f"{home}: no such folder (--data-home: where {name} was unpacked)")
-    return dataset_spec(name).reader(home)
+    return dataset_spec(name).reader(dataset_home(name, home))
 
 
 def _require(path: Path, folder: bool = False) -> Path:

@@ -17,57 +17,58 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mixscribe.errors import MixscribeError
-from mixscribe.transcription.kestimate import KModel
+from mixscribe.transcription.decode import DecodeParams
 
 K_MODES = ("given", "auto")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """How a checkpoint is scored. What decoding it scores with is one DecodeParams, the same settings
+    `transcribe` uses and a packaged model stores: tuning replaces the fields it tunes."""
+
     sets: tuple[str, ...] = ("valid", "unseen-soundfont", "unseen-family")
     k_mode: str = "given"
     max_clips_per_set: int = 0  # 0: all
-    onset_threshold: float = 0.5
-    frame_threshold: float = 0.3
     clips_per_task: int = 4
     task_cpus: float = 0.5
     tune_on: str = "valid"  # set whose clips tune the thresholds before any scoring; "" keeps them fixed
-    k_sharpness: float = 10.0  # the eigengap K estimate's affinity sharpness (tuned when K is auto)
-    k_model: KModel | None = None  # the K classifier (fitted on the tuning set when K is auto)
-    min_note_frames: float = 7.5  # the note shape (spec §7.1's constants unless tuned)
-    energy_tolerance: int = 11
-    infer_onsets: bool = True
     tune_note_shape: bool = True  # tune the note shape too (thresholds.SHAPE_GRID) when tuning
-    pool_power: float = 1.0  # the clustering (spec §7.2's unless tuned): note embeddings pooled with Y_F^p,
-    cluster_sharpness: float = 1.0  # and clustered on the affinity exp(s cos)
     tune_clustering: bool = True  # tune the clustering too (thresholds.CLUSTER_GRID) when tuning
     backend: str = "float32"  # the model's arithmetic (inference.BACKENDS); "auto" scores what transcribe runs
+    decode: DecodeParams = DecodeParams()  # thresholds, note shape, clustering, K's sharpness and classifier
 
     def validate(self) -> None:
         from mixscribe.config import check_field
+        from mixscribe.transcription.inference import BACKENDS
 
         check_field(self.k_mode in K_MODES, "evaluate.k_mode", f"must be one of {list(K_MODES)}")
         check_field(len(self.sets) >= 1, "evaluate.sets", "needs at least one set")
-        check_field(0 < self.onset_threshold < 1 and 0 < self.frame_threshold < 1, "evaluate.onset_threshold",
-               "thresholds must lie in (0, 1)")  # fmt: skip
         check_field(self.clips_per_task >= 1 and self.task_cpus > 0, "evaluate.clips_per_task", "must be >= 1")
-        check_field(self.min_note_frames >= 0 and self.energy_tolerance >= 0, "evaluate.min_note_frames",
-               "note length and gap tolerance must be >= 0")  # fmt: skip
-        check_field(self.pool_power > 0 and self.cluster_sharpness > 0, "evaluate.pool_power",
-               "pool power and cluster sharpness must be > 0")  # fmt: skip
-        from mixscribe.transcription.inference import BACKENDS
-
         check_field(self.backend in BACKENDS, "evaluate.backend", f"must be one of {list(BACKENDS)}")
 
-    def decode_params(self):
-        """What decoding uses: the thresholds, note shape and clustering, K's sharpness and classifier."""
-        from mixscribe.transcription.decode import DecodeParams
+    def with_decode(self, **changes) -> EvalConfig:
+        """This config with some decoding settings replaced (tuned or taken from a packaged model)."""
+        return dataclasses.replace(self, decode=dataclasses.replace(self.decode, **changes))
 
-        return DecodeParams(onset_threshold=self.onset_threshold, frame_threshold=self.frame_threshold,
-                            min_note_frames=self.min_note_frames, energy_tolerance=self.energy_tolerance,
-                            infer_onsets=self.infer_onsets, pool_power=self.pool_power,
-                            cluster_sharpness=self.cluster_sharpness, k_sharpness=self.k_sharpness,
-                            k_model=self.k_model)  # fmt: skip
+
+# Decoding settings a preset's evaluate: section once held directly; named in the error that points to
+# evaluate.decode:, and kept in the form a pipeline's config digest takes (pipeline.Plan.digest).
+FLAT_DECODE_FIELDS = ("onset_threshold", "frame_threshold", "k_sharpness", "k_model", "min_note_frames",
+                      "energy_tolerance", "infer_onsets", "pool_power", "cluster_sharpness")  # fmt: skip
+
+
+def load_eval_config(section: dict) -> EvalConfig:
+    """A preset's evaluate: section as a validated EvalConfig."""
+    from mixscribe.config import ConfigError, from_dict
+
+    flat = [k for k in section if k in FLAT_DECODE_FIELDS]
+    if flat:
+        raise ConfigError(f"config field evaluate.{flat[0]}: decoding settings live under evaluate.decode: "
+                          f"(evaluate.decode.{flat[0]})")  # fmt: skip
+    cfg = from_dict(EvalConfig, section, prefix="evaluate.")
+    cfg.validate()
+    return cfg
 
 
 @dataclass
@@ -130,19 +131,19 @@ class EvalResult:
                if self.tuned else "fixed (not tuned)")  # fmt: skip
         k_how = self.config.k_mode
         if self.config.k_mode == "auto":
-            method = "K classifier" if self.config.k_model else f"eigengap, sharpness {self.config.k_sharpness}"
+            method = "K classifier" if self.config.decode.k_model else f"eigengap, sharpness {self.config.decode.k_sharpness}"
             acc = self.tuned.k_accuracy if self.tuned else None
             if acc is not None:
                 method += f", {100 * acc:.1f} % right on the tuning set"
-                method += ", 5-fold cross-validated by clip" if self.config.k_model else ""
+                method += ", 5-fold cross-validated by clip" if self.config.decode.k_model else ""
             k_how += f" ({method})"
-        c = self.config
+        c = self.config.decode
         shape = (f"notes longer than {c.min_note_frames:g} frames, gaps up to {c.energy_tolerance} frames, onsets "
                  + ("inferred from Y_F too" if c.infer_onsets else "from Y_O only"))  # fmt: skip
         clustering = f"notes clustered on embeddings pooled with Y_F^{c.pool_power:g}, affinity exp({c.cluster_sharpness:g} cos)"
         decoding = f"Thresholds: onset {c.onset_threshold}, frame {c.frame_threshold} ({shape}; {clustering}), {how}"
-        if c.backend != "float32":
-            decoding += f"; model run with the {c.backend} backend"
+        if self.config.backend != "float32":
+            decoding += f"; model run with the {self.config.backend} backend"
         if self.label:  # another transcriber, decoded its own way: none of the above applies
             decoding = self.label
         lines = [f"{decoding}; K {k_how}.", "",
@@ -191,14 +192,14 @@ def _score_clips(checkpoint: bytes, table, cfg_dict: dict) -> tuple[list[dict], 
     torch.set_num_threads(1)
     cfg = from_dict(EvalConfig, cfg_dict)
     model = _load_blob(checkpoint)
-    params = cfg.decode_params()
+    params = cfg.decode
     rows, extras = [], []
     for clip in table_to_clips(table):
         k_ref = len({n.stem for n in clip.notes}) or 1
         frame, raw, pooled = _clip_notes(model, clip, params, [params.pool_power], cfg.backend)
         u = pooled[params.pool_power]
         est, k_est = note_tracks(raw, u, k_ref if cfg.k_mode == "given" else None, params, frame.shape[1])
-        scores = clip_scores(clip.notes, est, frame > cfg.frame_threshold, k_ref, k_est)
+        scores = clip_scores(clip.notes, est, frame > params.frame_threshold, k_ref, k_est)
         rows.append({"set": clip.split, "clip": clip.id, "k": k_ref, "parts": part_families(clip),
                      **{m: scores[m] for m in METRICS}})  # fmt: skip
         extras.append({"set": clip.split, "clip": clip.id, "ref": clip.notes, "est": est,
@@ -270,19 +271,18 @@ def set_tables(shards: str, names) -> dict:
 
 def stored_decoding(cfg: EvalConfig, checkpoint: str, explicit: set[str]) -> tuple[EvalConfig, list[str]]:
     """With fixed thresholds (no tuning set), score a packaged model the way it transcribes: every
-    decoding field its checkpoint stores and the config does not set (`explicit`) is taken from the
-    checkpoint. Returns the config and the fields taken."""
-    from mixscribe.model import load_model
+    decoding field its checkpoint stores and the config does not set (`explicit`: the names under the
+    preset's evaluate.decode) is taken from the checkpoint. Returns the config and the fields taken."""
+    from mixscribe.transcription.inference import load_transcriber
 
     if cfg.tune_on:  # tuning decides every field: nothing to read
         return cfg, []
-    stored = load_model(checkpoint).decode_params
+    stored = load_transcriber(checkpoint).decode_params
     if stored is None:
         return cfg, []
-    names = {f.name for f in dataclasses.fields(EvalConfig)}
-    taken = [f.name for f in dataclasses.fields(stored) if f.name in names and f.name not in explicit
-             and getattr(stored, f.name) != getattr(cfg, f.name)]  # fmt: skip
-    return dataclasses.replace(cfg, **{name: getattr(stored, name) for name in taken}), taken
+    taken = [f.name for f in dataclasses.fields(stored) if f.name not in explicit
+             and getattr(stored, f.name) != getattr(cfg.decode, f.name)]  # fmt: skip
+    return cfg.with_decode(**{name: getattr(stored, name) for name in taken}), taken
 
 
 def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConfig(),
@@ -312,8 +312,8 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
     try:
         if tune_table is not None:
             tuned = _tune(ref, tune_table, cfg)
-            cfg = dataclasses.replace(cfg, onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold,
-                                      **tuned.note_shape())  # fmt: skip
+            cfg = cfg.with_decode(onset_threshold=tuned.onset_threshold, frame_threshold=tuned.frame_threshold,
+                                  **tuned.note_shape())  # fmt: skip
             if cfg.tune_clustering or cfg.k_mode == "auto":  # both read the tuning clips' note embeddings
                 clips = [c for chunk in _map_chunks(_cluster_tuning_clips, ref, [tune_table], cfg, to_dict(cfg))
                          for c in chunk]  # fmt: skip
@@ -321,7 +321,7 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
                     tuned, cfg = _tune_clustering(clips, cfg, tuned)
                 if cfg.k_mode == "auto":
                     tuned, k_model = _tune_k(clips, cfg, tuned)
-                    cfg = dataclasses.replace(cfg, k_sharpness=tuned.k_sharpness, k_model=k_model)
+                    cfg = cfg.with_decode(k_sharpness=tuned.k_sharpness, k_model=k_model)
         if cfg.max_clips_per_set:
             tables = {name: t.slice(0, cfg.max_clips_per_set) for name, t in tables.items()}
         done = _map_chunks(_score_clips, ref, list(tables.values()), cfg, to_dict(cfg))
@@ -352,7 +352,7 @@ def _cluster_tuning_clips(checkpoint: bytes, table, cfg_dict: dict) -> list:
 
     torch.set_num_threads(1)
     cfg = from_dict(EvalConfig, cfg_dict)
-    params = cfg.decode_params()
+    params = cfg.decode
     powers = sorted({params.pool_power, *dict(CLUSTER_GRID)["pool_power"]})
     model = _load_blob(checkpoint)
     out = []
@@ -369,7 +369,7 @@ def _tune_clustering(clips: list, cfg: EvalConfig, tuned):
     best = tune_clustering(clips)
     if not best:  # no tuning clip of more than one instrument: the spec's clustering stays
         return tuned, cfg
-    return dataclasses.replace(tuned, **best), dataclasses.replace(cfg, **{k: best[k] for k in CLUSTER_FIELDS})
+    return dataclasses.replace(tuned, **best), cfg.with_decode(**{k: best[k] for k in CLUSTER_FIELDS})
 
 
 def _tune_k(clips: list, cfg: EvalConfig, tuned):
@@ -379,7 +379,7 @@ def _tune_k(clips: list, cfg: EvalConfig, tuned):
     from mixscribe.evaluate.thresholds import tune_k_sharpness
 
     clips = [c for c in clips if c.raw]
-    sharpness, eig_accuracy = tune_k_sharpness([(c.pooled[cfg.pool_power], c.k) for c in clips])
+    sharpness, eig_accuracy = tune_k_sharpness([(c.pooled[cfg.decode.pool_power], c.k) for c in clips])
     k_model, accuracy = fit_k_model([(note_spans(c.raw), c.n_frames, c.k) for c in clips])
     if k_model is None:
         accuracy = eig_accuracy

@@ -6,9 +6,7 @@ Written to a temporary name and renamed, so a crash never leaves half a checkpoi
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -70,7 +68,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def load_model(path: str | os.PathLike | None = None):
     """Rebuild the model a checkpoint describes, in eval mode; no path: the shipped default model.
-    `model.decode_params` holds the decoding thresholds stored with it (tuned on validation), or None."""
+    `model.extra` holds what the checkpoint records beside its weights (examples seen, where it came from,
+    the decoding a packaged model was tuned with); this room stores it and leaves its meaning to the rooms
+    that use it, so a model loads without knowing how notes are decoded."""
     from mixscribe.model.network import TwoBranchModel
 
     if path is None:
@@ -84,55 +84,6 @@ def load_model(path: str | os.PathLike | None = None):
     missing = [k for k in missing if not k.startswith("cqt.")]  # fixed kernels are rebuilt, not stored
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.decode_params = _decode_params(payload, path)
+    model.extra = dict(payload.get("extra") or {})
+    model.checkpoint_path = str(path)  # named in errors about what the checkpoint records
     return model.eval()
-
-
-def _decode_params(payload: dict, path) -> object:
-    from mixscribe.transcription.decode import DecodeParams
-
-    stored = (payload.get("extra") or {}).get("decode")
-    if not stored:
-        return None
-    try:
-        params = from_dict(DecodeParams, stored, prefix="decode.")
-    except MixscribeError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
-    if params.k_model is not None and not params.k_model.usable():
-        warnings.warn(f"{path}: its K classifier was fitted on other features than this version computes; K is "
-                      "estimated by the eigengap (re-fit: mixscribe evaluate --k auto, then package-model)", stacklevel=2)
-        params = dataclasses.replace(params, k_model=None)
-    return params
-
-
-def package_model(checkpoint: str | os.PathLike, report: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
-    """A model to ship: the checkpoint's weights and config, the decoding thresholds, note shape and clustering its
-    evaluation tuned on validation (report/metrics.json), where it came from; and its ONNX graph beside it."""
-    import hashlib
-    import json
-
-    from mixscribe.model.export import export_onnx
-
-    from mixscribe.transcription.decode import DecodeParams
-
-    payload = load_checkpoint(checkpoint)
-    metrics = Path(report) / "metrics.json"
-    try:
-        evaluation = json.loads(metrics.read_text())
-        used = evaluation["config"]
-        decode = {k: float(used[k]) for k in ("onset_threshold", "frame_threshold")}
-        # every other decoding setting the report records (older reports lack some: those stay defaults);
-        # the list is DecodeParams' own, so a new decoding setting is packaged without touching this
-        decode |= {f.name: used[f.name] for f in dataclasses.fields(DecodeParams)
-                   if f.name not in decode and used.get(f.name) is not None}  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{metrics}: not an evaluation report with thresholds ({type(exc).__name__})") from exc
-    model = load_model(checkpoint)
-    extra = dict(payload.get("extra") or {})
-    extra["decode"] = decode
-    extra["packaged_from"] = {"checkpoint": Path(checkpoint).name,
-                              "sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(),
-                              "thresholds_tuned_on": evaluation["config"].get("tune_on", ""),
-                              "tuning": evaluation.get("tuned")}  # fmt: skip
-    pt = save_checkpoint(model, out, extra=extra)
-    return pt, export_onnx(model, pt.with_suffix(".onnx"))

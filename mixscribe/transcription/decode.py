@@ -48,6 +48,10 @@ LIMITS = {
     "min_note_frames": (lambda v: v >= 0, "must be >= 0"),
     "energy_tolerance": (lambda v: v >= 0, "must be >= 0"),
     "gate_dbfs": (lambda v: v <= 0, "must be a level <= 0 dBFS"),
+    "pool_power": (lambda v: v > 0, "must be > 0"),
+    "cluster_sharpness": (lambda v: v > 0, "must be > 0"),
+    "k_sharpness": (lambda v: v > 0, "must be > 0"),
+    "max_k": (lambda v: v >= 1, "must be >= 1"),
 }
 
 

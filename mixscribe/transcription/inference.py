@@ -324,15 +324,57 @@ def decode(frame: np.ndarray, onset: np.ndarray, emb: np.ndarray | None, k: int 
     return note_tracks(raw, u, k, params, frame.shape[1])
 
 
+def load_transcriber(path: str | os.PathLike | None = None):
+    """The model of a checkpoint (no path: the shipped default) with `decode_params`: the decoding a
+    packaged model stores (tuned on its validation set), or None. A checkpoint whose stored decoding does
+    not validate is named here, before any audio is read."""
+    from mixscribe.model import load_model
+
+    model = load_model(path)
+    stored_decoding_of(model)
+    return model
+
+
+def stored_decoding_of(model) -> DecodeParams | None:
+    """The decoding stored with a model's checkpoint, read once from what the checkpoint records
+    (`model.extra`) and kept as `model.decode_params`; None for a model without one (fresh, untuned,
+    or trained here), so a model loaded by the model room alone still transcribes as packaged."""
+    if not hasattr(model, "decode_params"):
+        extra = getattr(model, "extra", None) or {}
+        model.decode_params = stored_params(extra.get("decode"), getattr(model, "checkpoint_path", "checkpoint"))
+    return model.decode_params
+
+
+def stored_params(stored: dict | None, path) -> DecodeParams | None:
+    """A checkpoint's stored decoding as DecodeParams; a K classifier fitted on other features than this
+    version computes is dropped with a warning (K then comes from the eigengap) rather than misused."""
+    import warnings
+
+    from mixscribe.config import from_dict
+    from mixscribe.model.checkpoint import CheckpointError
+
+    if not stored:
+        return None
+    try:
+        params = from_dict(DecodeParams, stored, prefix="decode.")
+    except MixscribeError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    if params.k_model is not None and not params.k_model.usable():
+        warnings.warn(f"{path}: its K classifier was fitted on other features than this version computes; K is "
+                      "estimated by the eigengap (re-fit: mixscribe evaluate --k auto, then package-model)", stacklevel=2)
+        params = dataclasses.replace(params, k_model=None)
+    return params
+
+
 def default_params(model) -> DecodeParams:
     """The thresholds stored with the model (tuned on its validation set), else the spec's defaults."""
-    return getattr(model, "decode_params", None) or DecodeParams()
+    return stored_decoding_of(model) or DecodeParams()
 
 
 def stored_overrides(model) -> list[str]:
     """The decoding settings where the model's stored values stand in for DecodeParams' defaults, as
     'name value': changing a default in code changes nothing for such a model, and the user is told."""
-    stored = getattr(model, "decode_params", None)
+    stored = stored_decoding_of(model)
     if stored is None:
         return []
     default = DecodeParams()
@@ -371,13 +413,11 @@ def transcribe(audio_or_path, sr: int | None = None, k: int | None = None, check
     """Notes of every timbre; Note.stem is the track (0..K-1). K is estimated when not given.
     No checkpoint and no model: the shipped default model, with its stored thresholds. backend: "auto"
     (bf16 where the CPU multiplies it natively), "bf16" or "float32" (see resolve_backend)."""
-    from mixscribe.model import load_model
-
     if isinstance(audio_or_path, (str, os.PathLike)):
         audio = load_audio(audio_or_path)
     else:
         if sr is None:
             raise TranscribeError("sr is required when audio is an array")
         audio = prepare_audio(audio_or_path, sr)
-    model = model or load_model(checkpoint)
+    model = model or load_transcriber(checkpoint)
     return transcribe_audio(model, audio, k, params, backend).notes
