@@ -77,9 +77,10 @@ def test_evaluate_cli_logs_to_a_real_mlflow_server(shards, mlflow_server, tmp_pa
     assert "tuned on `valid` (" in r.stdout and "% right on the tuning set, 5-fold cross-validated by clip)" in r.stdout
     tuned = json.loads((out / "metrics.json").read_text())
     # the K classifier fitted on valid, then used; the eigengap's sharpness tuned beside it as the fallback
-    assert tuned["config"]["k_model"]["classes"] and len(tuned["config"]["k_model"]["coef"][0]) == len(FEATURES)
-    assert tuple(tuned["config"]["k_model"]["features"]) == FEATURES
-    assert tuned["config"]["k_sharpness"] == tuned["tuned"]["k_sharpness"]
+    decode = tuned["config"]["decode"]  # the decoding used, as DecodeParams' fields (what package-model stores)
+    assert decode["k_model"]["classes"] and len(decode["k_model"]["coef"][0]) == len(FEATURES)
+    assert tuple(decode["k_model"]["features"]) == FEATURES
+    assert decode["k_sharpness"] == tuned["tuned"]["k_sharpness"]
     assert 0 <= tuned["tuned"]["k_accuracy"] <= 1 and 0 <= tuned["tuned"]["k_eigengap_accuracy"] <= 1
     figures = {"bars_per_set.png", "per_k.png", "clip_best.png", "clip_worst.png"}
     assert {p.name for p in out.iterdir()} >= {"summary.md", "clips.csv", "metrics.json"} | figures
