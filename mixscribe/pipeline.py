@@ -286,7 +286,7 @@ def _evaluate_chorales(stages: _Stages, plan: Plan, root: Path, checkpoint: str,
 
     from mixscribe import tracking
     from mixscribe.evaluate.chorales import ChoraleConfig, build_chorale_set
-    from mixscribe.synth.pipeline import MANIFEST
+    from mixscribe.shards import MANIFEST
 
     data = root / "chorales"
     if not (data / MANIFEST).exists():
@@ -321,12 +321,11 @@ def _score_fixed(stages: _Stages, root: Path, checkpoint: str, tuned, rid: str, 
     it tunes anything): its report under root/report, the shards as the run's input, the table logged."""
     from mixscribe import tracking
     from mixscribe.evaluate.runner import evaluate_checkpoint, write_report
-    from mixscribe.synth.pipeline import read_manifest
 
     fixed = dataclasses.replace(tuned, sets=(split,), tune_on="", max_clips_per_set=0)
     result = evaluate_checkpoint(checkpoint, str(data), fixed)
     paths = write_report(result, str(root / report))
-    tracking.log_shards_input(rid, stages.uri, str(data), f"evaluation-{split}", read_manifest(str(data))[2])
+    tracking.log_shards_input(rid, stages.uri, str(data), f"evaluation-{split}")
     tracking.log_artifacts(stages.mlf, rid, paths, report)
     log("    " + result.markdown().replace("\n", "\n    ").rstrip())
     return result
@@ -372,14 +371,13 @@ def _synth_stage(stages: _Stages, plan: Plan, root: Path, log) -> str:
 
 def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: str, init: str | None, log) -> str:
     from mixscribe import tracking
-    from mixscribe.synth.pipeline import read_manifest
     from mixscribe.train.trainer import CHECKPOINT_FILE, run_training
 
     cfg = plan.train_for(stage, init or "")
 
     def body(rid: str) -> str:
         tracking.log_params(stages.mlf, rid, to_dict(cfg), prefix="train.")
-        tracking.log_shards_input(rid, stages.uri, shards, "training", read_manifest(shards)[2])
+        tracking.log_shards_input(rid, stages.uri, shards, "training")
         result = run_training(cfg, shards, f"{stages.name}-{stage}", str(root / "ray"),
                               mlflow={"tracking_uri": stages.uri, "run_id": rid})  # fmt: skip
         if result.error:

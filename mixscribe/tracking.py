@@ -12,7 +12,6 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -152,25 +151,23 @@ def lifecycle(mlf, run_id: str | None):
     finish(mlf, run_id)
 
 
-def log_shards_input(run_id: str, uri: str, shards: str, context: str, manifest: dict[str, Any]) -> None:
+def log_shards_input(run_id: str, uri: str, shards: str, context: str) -> None:
     """Dataset lineage: the shard set as an MLflow dataset whose digest is the manifest's content hash,
     so two runs trained on the same shards show the same dataset."""
-    import hashlib
-    import json
     import warnings
 
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    from mixscribe.fsio import resolve
+    from mixscribe.shards import ShardSet
 
-    _, root = resolve(shards)  # local paths come back absolute; URIs keep their scheme below
+    shard_set = ShardSet.open(shards)
+    root = shard_set.root  # local paths come back absolute; URIs keep their scheme below
     with warnings.catch_warnings():
         # MLflow warns that a file:// URI "can be interpreted in multiple ways" (two identical classes)
         warnings.filterwarnings("ignore", message="The specified dataset source")
         source = resolve_dataset_source(shards if "://" in shards else Path(root).as_uri())
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
-    dataset = MetaDataset(source=source, name=Path(root).name, digest=digest)
+    dataset = MetaDataset(source=source, name=Path(root).name, digest=shard_set.manifest.content_hash())
     # Through the client: a fluent `with start_run(run_id)` would mark the still-running stage FINISHED.
     from mlflow.tracking.fluent import _create_dataset_input
 
@@ -186,12 +183,11 @@ def log_evaluation(mlf, uri: str, run_id: str, result, shards: str, report_paths
     """An evaluation into its run: its config as params, the summary as metrics, the shard set as the
     `evaluation` input, the report folder's files as artifacts. Returns the summary."""
     from mixscribe.config import to_dict
-    from mixscribe.synth.pipeline import read_manifest
 
     summary = result.summary()
     log_params(mlf, run_id, to_dict(result.config), prefix="evaluate.")
     log_metrics(mlf, run_id, summary | result.pair_summary())
-    log_shards_input(run_id, uri, shards, "evaluation", read_manifest(shards)[2])
+    log_shards_input(run_id, uri, shards, "evaluation")
     log_artifacts(mlf, run_id, report_paths, "report")
     return summary
 

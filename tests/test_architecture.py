@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mixscribe"
 
 # Rooms from the bottom up; a module may import its own room's and lower rooms' modules only.
 LAYERS = (
-    ("core", ("mixscribe", "mixscribe.errors", "mixscribe.schema", "mixscribe.fsio", "mixscribe.config",
-              "mixscribe.console", "mixscribe.raycluster")),
+    ("core", ("mixscribe", "mixscribe.errors", "mixscribe.schema", "mixscribe.shards", "mixscribe.fsio",
+              "mixscribe.config", "mixscribe.console", "mixscribe.raycluster")),
     ("stages", ("mixscribe.synth", "mixscribe.model")),
     ("transcription", ("mixscribe.transcription",)),
     ("training and scoring", ("mixscribe.train", "mixscribe.evaluate", "mixscribe.tracking")),

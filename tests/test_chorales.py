@@ -33,14 +33,13 @@ def chorale_set(tmp_path_factory):
 
 
 def test_every_combination_with_reindexed_stems_and_ground_truth(chorale_set):
-    from mixscribe.synth.pipeline import read_clips_table
+    from mixscribe.shards import ShardSet
     from mixscribe.schema import table_to_clips
-    from mixscribe.train.data import verify_shards
 
     out, manifest = chorale_set
     assert manifest["rows_per_split"] == {"chorales": 22}  # (6 + 4 + 1) x 2 chorales
-    verify_shards(out, ("chorales",))  # manifest, sha256 and schema all check out
-    clips = table_to_clips(read_clips_table(out))
+    ShardSet.open(out).verify(("chorales",))  # manifest, sha256 and schema all check out
+    clips = table_to_clips(ShardSet.open(out).read_table())
     tags = sorted(c.id.split("-")[1] for c in clips[:11])
     assert tags == sorted(["SA", "ST", "SB", "AT", "AB", "TB", "SAT", "SAB", "STB", "ATB", "SATB"])
     full = next(c for c in clips if c.id.endswith("-SATB"))
@@ -86,13 +85,13 @@ def test_procedural_family_chorales_are_played_by_four_generated_sustained_instr
     instruments, re-renderable from what each stem stores."""
     from mixscribe.config import PROCEDURAL_FAMILY
     from mixscribe.schema import table_to_clips
-    from mixscribe.synth.pipeline import read_clips_table
+    from mixscribe.shards import ShardSet
     from mixscribe.synth.procedural import UNSEEN_BANK, ProceduralInstrument, instrument_set
 
     cfg = ChoraleConfig(chorales=2, max_seconds=6.0, sf_family=PROCEDURAL_FAMILY, procedural_seed=5)
     manifest = build_chorale_set(cfg, str(tmp_path / "proc"), log=lambda *_: None)
     assert manifest["rows_per_split"] == {"chorales": 22} and manifest["soundfonts"] == {}
-    clips = table_to_clips(read_clips_table(str(tmp_path / "proc")))
+    clips = table_to_clips(ShardSet.open(str(tmp_path / "proc")).read_table())
     unseen = {ins.id for ins in instrument_set(5, cfg.procedural_pool, "unseen")}
     for full in (c for c in clips if c.id.endswith("-SATB")):
         assert {s.sf_family for s in full.stems} == {PROCEDURAL_FAMILY} and {s.bank for s in full.stems} == {UNSEEN_BANK}

@@ -17,8 +17,7 @@ import yaml
 
 from tests.support.loopback import LoopbackCluster
 from mixscribe.synth.clips import clip_id
-from mixscribe.synth.pipeline import read_clips_table, read_manifest
-from mixscribe.train.data import verify_shards
+from mixscribe.shards import ShardSet
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -46,10 +45,11 @@ def _alive_ids(cluster: LoopbackCluster) -> set[str]:
 
 
 def _assert_every_clip_once(shards: str, num_clips: int) -> None:
-    ids = read_clips_table(shards, columns=["id"]).column("id").to_pylist()
+    ids = ShardSet.open(shards).read_table(columns=["id"]).column("id").to_pylist()
     assert ids == [clip_id(i) for i in range(num_clips)]
     # and no stray files beside the manifest's (a retried shard rewrote its own name, nothing else)
-    _, root, manifest = read_manifest(shards)
+    opened = ShardSet.open(shards)
+    root, manifest = opened.root, opened.manifest.record
     on_disk = sorted(os.path.relpath(p, root) for p in glob.glob(f"{root}/clips/*"))
     assert on_disk == sorted(f["path"] for f in manifest["files"])
     assert not glob.glob(f"{root}/clips/.tmp-*")
@@ -64,11 +64,11 @@ def test_synth_train_evaluate_jobs_use_both_nodes_and_cluster_stops_cleanly(clus
     proc = _run([str(BIN / "mixscribe"), "submit", "--address", cluster.dashboard_url,
                  "synth", "--config", "tiny", "--out", shards, "--clips", "24"], cluster)  # fmt: skip
     assert "SUCCEEDED" in proc.stderr and "wrote 24 clips" in proc.stdout
-    manifest = read_manifest(shards)[2]
+    manifest = ShardSet.open(shards).manifest.record
     assert set(manifest["render_nodes"]) == nodes, "render actors ran on one node only"
     assert manifest["render_resource"] == "render" and manifest["workers"] == 2
     _assert_every_clip_once(shards, 24)
-    verify_shards(shards, ("train", "valid"))  # hashes and schemas as written by both nodes
+    ShardSet.open(shards).verify(("train", "valid"))  # hashes and schemas as written by both nodes
 
     # Training through Ray's own CLI, unchanged: two workers, spread over the two nodes.
     config = tmp_path / "spread.yaml"

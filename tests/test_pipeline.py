@@ -16,7 +16,8 @@ import pytest
 from mixscribe.config import SplitConfig, load_synth_config
 from mixscribe.errors import MixscribeError
 from mixscribe.schema import SCHEMA_VERSION, table_to_clips
-from mixscribe.synth.pipeline import read_clips_table, run_synth
+from mixscribe.shards import ShardSet
+from mixscribe.synth.pipeline import run_synth
 
 
 def sha(path):
@@ -48,13 +49,13 @@ def test_manifest_describes_what_was_written(shards):
         assert sha(out / f["path"]) == f["sha256"]
     assert sorted(p.name for p in (out / "clips").iterdir()) == [f"part-{i:08d}.parquet" for i in (0, 4, 8, 12)]
     assert not list(out.glob(".tmp-*")) and not list((out / "clips").glob(".tmp-*"))
-    ids = read_clips_table(str(out), columns=["id"]).column("id").to_pylist()
+    ids = ShardSet.open(str(out)).read_table(columns=["id"]).column("id").to_pylist()
     assert sorted(ids) == [f"clip-{i:08d}" for i in range(14)]  # every clip exactly once
 
 
 def test_clips_are_sound_and_splits_never_leak(shards, even_cfg):
     out, m = shards
-    clips = table_to_clips(read_clips_table(str(out)))
+    clips = table_to_clips(ShardSet.open(str(out)).read_table())
     held_sf, held_gm = even_cfg.splits.holdout_sf_family, set(even_cfg.splits.holdout_gm_families)
     seen_splits = set()
     for c in clips:
@@ -242,7 +243,7 @@ def test_synth_refuses_a_clips_folder_holding_what_it_did_not_write(tmp_path):
     assert (out / "clips" / "video.mp4").read_text() == "precious" and (out / "clips" / ".hidden").exists()
     shards = sorted(p.name for p in (out / "clips").glob("part-*.parquet"))
     assert shards == ["part-00000000.parquet"]
-    assert read_clips_table(str(out)).num_rows == 4
+    assert ShardSet.open(str(out)).read_table().num_rows == 4
 
 
 def test_synth_never_clears_through_a_symlinked_clips_folder(tmp_path):

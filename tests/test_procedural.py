@@ -133,14 +133,15 @@ def test_procedural_family_inside_the_ray_synth_pipeline(ray_local, tiny_cfg, tm
     from mixscribe.config import ProceduralConfig
     from mixscribe.synth.catalog import select
     from mixscribe.synth.clips import ClipMaker
-    from mixscribe.synth.pipeline import read_clips_table, read_manifest, run_synth
+    from mixscribe.shards import ShardSet
+    from mixscribe.synth.pipeline import run_synth
     from mixscribe.synth.procedural import MixedRenderer, ProceduralRenderer
     from mixscribe.synth.render import FluidSynthRenderer
 
     proc = ProceduralConfig(seen_instruments=12, unseen_instruments=6, seed=3, share=0.5)
     cfg = dataclasses.replace(tiny_cfg, procedural=proc, stems_min=2, stems_max=3)
     run_synth(cfg, str(tmp_path), 24)
-    rows = read_clips_table(str(tmp_path)).to_pylist()
+    rows = ShardSet.open(str(tmp_path)).read_table().to_pylist()
     generated = [(row["split"], s) for row in rows for s in row["stems"] if s["sf_family"] == "procedural"]
     share = len(generated) / sum(len(row["stems"]) for row in rows)
     assert 0.3 <= share <= 0.7, f"procedural.share 0.5 gave {share:.2f} of the stems"
@@ -152,7 +153,7 @@ def test_procedural_family_inside_the_ray_synth_pipeline(ray_local, tiny_cfg, tm
         assert stem["preset_name"] in allowed, (split, stem["preset_name"])
         assert stem["bank"] == (1 if split == "unseen-soundfont" else 0)
     assert all(not s["instrument_params"] for row in rows for s in row["stems"] if s["sf_family"] != "procedural")
-    manifest = read_manifest(str(tmp_path))[2]
+    manifest = ShardSet.open(str(tmp_path)).manifest.record
     assert set(manifest["procedural_instruments"]) == {s["preset_name"] for _, s in generated}
     for _, stem in generated:
         assert manifest["procedural_instruments"][stem["preset_name"]] == json.loads(stem["instrument_params"])

@@ -227,13 +227,12 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from mixscribe.train.trainer import CHECKPOINT_FILE, load_train_config, read_worker_nodes, run_training
 
-    from mixscribe.synth.pipeline import read_manifest
-    from mixscribe.train.data import require_split
+    from mixscribe.shards import ShardSet
 
     cfg = load_train_config(args.config, workers=args.workers)
-    _, root, manifest = read_manifest(args.data)  # a missing or empty shard set: before any run or folder exists
+    shard_set = ShardSet.open(args.data)  # a missing or empty shard set: before any run or folder exists
     for split in ("train", "valid"):
-        require_split(root, manifest, split)
+        shard_set.require_split(split)
     from mixscribe import tracking
 
     run = None if args.no_mlflow else _open_train_run(args, cfg)
@@ -259,7 +258,6 @@ def _open_train_run(args: argparse.Namespace, cfg) -> tuple:
     from mixscribe import tracking
     from mixscribe.config import to_dict
     from mixscribe.fsio import absolute
-    from mixscribe.synth.pipeline import read_manifest
 
     uri = tracking.tracking_uri(args.workdir)
     mlf = tracking.client(uri)
@@ -269,7 +267,7 @@ def _open_train_run(args: argparse.Namespace, cfg) -> tuple:
     rid = run.info.run_id
     if not existed:
         tracking.log_params(mlf, rid, to_dict(cfg), prefix="train.")
-        tracking.log_shards_input(rid, uri, args.data, "training", read_manifest(args.data)[2])
+        tracking.log_shards_input(rid, uri, args.data, "training")
     print(f"MLflow run {rid} ({uri})")
     return uri, mlf, rid
 

@@ -189,10 +189,11 @@ def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
     """Render the set and write it as a shard set (one shard per chorale); returns the manifest."""
     import mixscribe
     from mixscribe.config import to_dict
-    from mixscribe.fsio import atomic_write_json, ensure_writable_dir, resolve
+    from mixscribe.fsio import ensure_writable_dir, resolve
     from mixscribe.schema import SCHEMA_VERSION, clips_to_table
+    from mixscribe.shards import CLIPS_DIR, previous_manifest, write_manifest
     from mixscribe.synth import catalog
-    from mixscribe.synth.pipeline import MANIFEST, ClipsFolder, previous_manifest, write_shard
+    from mixscribe.synth.pipeline import ClipsFolder, write_shard
     from mixscribe.synth.render import FluidSynthRenderer, fluidsynth_version
 
     from mixscribe.config import PROCEDURAL_FAMILY, ProceduralConfig, RenderConfig
@@ -212,14 +213,14 @@ def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
     fs, root = resolve(out)
     ClipsFolder.survey(fs, root, previous_manifest(fs, root)).check(overwrite=False)  # nothing of the user's replaced
     ensure_writable_dir(fs, root)
-    fs.create_dir(f"{root}/clips", recursive=True)
+    fs.create_dir(f"{root}/{CLIPS_DIR}", recursive=True)
     files, generated = [], {}
     for i, name in enumerate(chorale_names(cfg.chorales)):
         renderer.restart()  # a fresh synth per chorale: output independent of what came before
         clips = render_chorale(name, i, cfg, renderer, voices)
         generated |= {s.preset_name: s.instrument_params for c in clips for s in c.stems if s.instrument_params}
-        info = write_shard(fs, f"{root}/clips", i, clips_to_table(clips))
-        info["path"] = f"clips/{info['path'].rsplit('/', 1)[-1]}"
+        info = write_shard(fs, f"{root}/{CLIPS_DIR}", i, clips_to_table(clips))
+        info["path"] = f"{CLIPS_DIR}/{info['path'].rsplit('/', 1)[-1]}"
         files.append(info)
         log(f"  {name}: {len(clips)} mixtures")
     manifest = {
@@ -230,5 +231,5 @@ def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
         "num_clips": sum(len(f["ids"]) for f in files), "rows_per_split": {SPLIT: sum(len(f["ids"]) for f in files)},
         "files": files,
     }  # fmt: skip
-    atomic_write_json(fs, f"{root}/{MANIFEST}", manifest)
+    write_manifest(fs, root, manifest)
     return manifest

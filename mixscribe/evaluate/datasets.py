@@ -356,9 +356,10 @@ def build_dataset_set(name: str, home: str | Path, out: str, sizes: tuple[int, .
     import dataclasses
 
     import mixscribe
-    from mixscribe.fsio import atomic_write_json, ensure_writable_dir, resolve
+    from mixscribe.fsio import ensure_writable_dir, resolve
     from mixscribe.schema import SCHEMA_VERSION, clips_to_table
-    from mixscribe.synth.pipeline import MANIFEST, ClipsFolder, previous_manifest, write_shard
+    from mixscribe.shards import CLIPS_DIR, previous_manifest, write_manifest
+    from mixscribe.synth.pipeline import ClipsFolder, write_shard
 
     spec = dataset_spec(name)
     protocol = spec.protocol if sizes is None else dataclasses.replace(spec.protocol, sizes=tuple(sizes))
@@ -375,14 +376,14 @@ def build_dataset_set(name: str, home: str | Path, out: str, sizes: tuple[int, .
     pieces = read_dataset(name, home)  # every file checked before anything is written
     ClipsFolder.survey(fs, root, previous).check(overwrite=False)  # nothing of the user's replaced
     ensure_writable_dir(fs, root)
-    fs.create_dir(f"{root}/clips", recursive=True)
+    fs.create_dir(f"{root}/{CLIPS_DIR}", recursive=True)
     files = []
     for i, piece in enumerate(pieces):
         clips = piece_clips(piece, name, protocol, max_seconds)
         if not clips:
             continue
-        info = write_shard(fs, f"{root}/clips", i, clips_to_table(clips))
-        info["path"] = f"clips/{info['path'].rsplit('/', 1)[-1]}"
+        info = write_shard(fs, f"{root}/{CLIPS_DIR}", i, clips_to_table(clips))
+        info["path"] = f"{CLIPS_DIR}/{info['path'].rsplit('/', 1)[-1]}"
         files.append(info)
         log(f"  {name} {piece.name}: {len(clips)} mixtures")
     count = sum(len(f["ids"]) for f in files)
@@ -391,5 +392,5 @@ def build_dataset_set(name: str, home: str | Path, out: str, sizes: tuple[int, .
     manifest = {"schema_version": SCHEMA_VERSION, "kind": "dataset", "config": config,
                 "package_version": mixscribe.__version__, "source": spec.source, "licence": spec.licence,
                 "num_clips": count, "rows_per_split": {name: count}, "files": files}  # fmt: skip
-    atomic_write_json(fs, f"{root}/{MANIFEST}", manifest)
+    write_manifest(fs, root, manifest)
     return manifest

@@ -251,14 +251,14 @@ def set_tables(shards: str, names) -> dict:
     """The clips with ground truth of each named split; unknown or empty sets are errors before any work."""
     import pyarrow.compute as pc
 
-    from mixscribe.synth.pipeline import read_clips_table, read_manifest
+    from mixscribe.shards import ShardSet
 
-    _, root, manifest = read_manifest(shards)
-    have = manifest.get("rows_per_split", {})
+    shard_set = ShardSet.open(shards)
+    root, have = shard_set.root, shard_set.manifest.rows_per_split
     unknown = [s for s in names if s not in have]
     if unknown:
         raise MixscribeError(f"{root}: no set {unknown[0]!r} in this shard set (it has {sorted(have)})")
-    table = read_clips_table(shards)
+    table = shard_set.read_table()
     out = {}
     for name in dict.fromkeys(names):
         part = table.filter(pc.equal(table["split"], name))

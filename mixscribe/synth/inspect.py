@@ -13,7 +13,7 @@ from mixscribe.errors import MixscribeError
 from mixscribe.fsio import atomic_local_write
 from mixscribe.schema import HOP, MIDI_MIN, SAMPLE_RATE, Clip, Note, clip_from_row, seconds_to_frame
 from mixscribe.synth.instruments import GM_NAMES
-from mixscribe.synth.pipeline import read_clips_table, read_manifest
+from mixscribe.shards import ShardSet
 
 
 def polyphony(clip: Clip) -> tuple[float, int]:
@@ -27,8 +27,9 @@ def polyphony(clip: Clip) -> tuple[float, int]:
 
 
 def summary(shards: str) -> str:
-    _, root, manifest = read_manifest(shards)
-    t = read_clips_table(shards, columns=["id", "split", "num_samples", "sample_rate", "notes", "stems"])
+    shard_set = ShardSet.open(shards)
+    root, manifest, record = shard_set.root, shard_set.manifest, shard_set.manifest.record
+    t = shard_set.read_table(columns=["id", "split", "num_samples", "sample_rate", "notes", "stems"])
     stems = t.column("stems").combine_chunks().flatten() if t.num_rows else None
     n_stems = len(stems) if stems is not None else 0
     programs = Counter(stems.field("gm_program").to_pylist()) if n_stems else Counter()
@@ -48,12 +49,12 @@ def summary(shards: str) -> str:
     varied = sum(bool(x) for x in stems.field("timbre").to_pylist()) if has_timbre else 0
     lines = [
         f"shards         {root}",
-        f"schema         v{manifest['schema_version']}, mixscribe {manifest['package_version']}, "
-        f"FluidSynth {manifest['fluidsynth_version']}",
+        f"schema         v{manifest.schema_version}, mixscribe {manifest.package_version}, "
+        + (f"FluidSynth {record['fluidsynth_version']}" if "fluidsynth_version" in record else f"{manifest.kind} set"),
         f"clips          {t.num_rows}",
         f"hours          {seconds / 3600:.3f}",
         f"stems          {n_stems} ({n_stems / max(t.num_rows, 1):.2f} per clip), "
-        f"dropped {manifest.get('dropped_stems_total', 0)} {manifest.get('dropped_stems', {})}",
+        f"dropped {record.get('dropped_stems_total', 0)} {record.get('dropped_stems', {})}",
         f"notes          {n_notes}",
         f"polyphony      mean {mean_poly:.2f} while sounding, max {max_poly}",
         f"splits         {dict(sorted(splits.items()))}",
@@ -67,7 +68,7 @@ def summary(shards: str) -> str:
 
 
 def load_clip(shards: str, clip_id: str) -> Clip:
-    t = read_clips_table(shards)
+    t = ShardSet.open(shards).read_table()
     ids = t.column("id").to_pylist()
     if clip_id not in ids:
         raise MixscribeError(f"{shards}: no clip {clip_id!r} (ids run {ids[0]} .. {ids[-1]})" if ids else
@@ -162,7 +163,7 @@ def export_clip(shards: str, clip_id: str, out_dir: str) -> list[Path]:
 
 
 def first_clip_id(shards: str) -> str:
-    t = read_clips_table(shards, columns=["id"])
+    t = ShardSet.open(shards).read_table(columns=["id"])
     if not t.num_rows:
         raise MixscribeError(f"{shards}: the shard set is empty")
     return pa.compute.min(t.column("id")).as_py()

@@ -40,12 +40,11 @@ from mixscribe.fsio import (
     resolve,
 )
 from mixscribe.raycluster import node_id
-from mixscribe.schema import CLIP_SCHEMA, READABLE_VERSIONS, SCHEMA_VERSION, check_schema, readable_versions
+from mixscribe.schema import SCHEMA_VERSION
+from mixscribe.shards import CLIPS_DIR, MANIFEST, previous_manifest, write_manifest
 from mixscribe.synth import catalog
 from mixscribe.synth.clips import clip_id
 
-MANIFEST = "manifest.json"
-CLIPS_DIR = "clips"
 PENDING = ".mixscribe-pending.json"  # in clips/: the shard names a run is writing, until its manifest lists them
 _SHARD_NAME = re.compile(r"part-\d{8}\.parquet")
 _TEMP_SHARD_NAME = re.compile(r"\.tmp-[0-9a-f]{32}-part-\d{8}\.parquet")  # fsio.atomic_write_bytes' names
@@ -187,21 +186,6 @@ def reopenable_uri(fs: pafs.FileSystem, path: str) -> str:
     return f"{fs.type_name}://{path}"
 
 
-def previous_manifest(fs: pafs.FileSystem, root: str) -> dict | None:
-    """The manifest an earlier run left in root; a manifest.json that mixscribe did not write is refused
-    (it would be replaced), even with --overwrite."""
-    path = f"{root}/{MANIFEST}"
-    if not exists(fs, path):
-        return None
-    try:
-        old = read_json(fs, path)
-    except (ValueError, UnicodeDecodeError, OSError):
-        old = None
-    if not isinstance(old, dict) or "schema_version" not in old or not isinstance(old.get("files"), list):
-        raise MixscribeError(f"{path}: not a mixscribe manifest; choose another --out (mixscribe will not replace it)")
-    return old
-
-
 def _check_previous(root: str, old: dict | None, manifest: dict, overwrite: bool) -> None:
     """Re-running the same command overwrites identical shards; another config needs --overwrite."""
     if old is None or overwrite:
@@ -333,7 +317,7 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     manifest["render_seconds"] = round(time.perf_counter() - t0, 3)
     manifest["workers"] = workers
     manifest["render_resource"] = placement.resource
-    atomic_write_json(fs, f"{root}/{MANIFEST}", manifest)
+    write_manifest(fs, root, manifest)
     fs.delete_file(f"{clips_dir}/{PENDING}")  # the manifest lists them now
     return SynthResult(out=root, manifest=manifest)
 
@@ -421,37 +405,3 @@ def _summarise(summaries: list[dict]) -> dict:
         "procedural_instruments": {k: json.loads(v) for s in summaries for k, v in s["generated"]},
         "files": files,
     }
-
-
-def read_manifest(shards: str) -> tuple[pafs.FileSystem, str, dict]:
-    """Open a shard set; refuse it (naming the path) when unfinished or of another schema."""
-    fs, root = resolve(shards)
-    path = f"{root}/{MANIFEST}"
-    if not exists(fs, path):
-        raise ShardError(f"{path}: no manifest (not a shard set, or its synth run did not finish)")
-    try:
-        manifest = read_json(fs, path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ShardError(f"{path}: corrupt manifest ({exc})") from exc
-    if manifest.get("schema_version") not in READABLE_VERSIONS:
-        raise ShardError(
-            f"{path}: schema version {manifest.get('schema_version')}, this mixscribe reads {readable_versions()}"
-        )
-    return fs, root, manifest
-
-
-def read_clips_table(shards: str, columns: list[str] | None = None) -> pa.Table:
-    """All rows of a finished shard set, checked against the manifest's file list."""
-    fs, root, manifest = read_manifest(shards)
-    tables = []
-    for f in manifest["files"]:
-        path = f"{root}/{f['path']}"
-        if not exists(fs, path):
-            raise ShardError(f"{path}: listed in the manifest but missing")
-        try:
-            pf = pq.ParquetFile(path, filesystem=fs)
-        except Exception as exc:
-            raise ShardError(f"{path}: corrupt shard ({exc})") from exc
-        check_schema(pf.schema_arrow, path)
-        tables.append(pf.read(columns=columns))
-    return pa.concat_tables(tables) if tables else CLIP_SCHEMA.empty_table()

@@ -101,19 +101,12 @@ def load_split(shards: str, split: str) -> list:
     import pyarrow.compute as pc
 
     from mixscribe.schema import table_to_clips
-    from mixscribe.synth.pipeline import read_clips_table, read_manifest
+    from mixscribe.shards import ShardSet
 
-    _, root, manifest = read_manifest(shards)
-    require_split(root, manifest, split)
-    table = read_clips_table(shards)
+    shard_set = ShardSet.open(shards)
+    shard_set.require_split(split)
+    table = shard_set.read_table()
     return table_to_clips(table.filter(pc.equal(table["split"], split)))
-
-
-def require_split(root: str, manifest: dict, split: str) -> None:
-    from mixscribe.errors import ShardError
-
-    if not manifest.get("rows_per_split", {}).get(split):
-        raise ShardError(f"{root}: no clips in split {split!r} (it has {manifest.get('rows_per_split')})")
 
 
 class Remixer:
@@ -207,46 +200,6 @@ class Remixer:
 
 
 # --- Streaming: Ray Data remixes batches of stored clips into ready training examples -------------------
-
-
-def verify_shards(shards: str, splits: tuple[str, ...]) -> tuple[object, dict[str, list[str]], dict]:
-    """Check a shard set before any training starts and list, per split, the files holding it: the
-    manifest's schema version, every such file present, of this schema and with the manifest's sha256
-    (so a truncated or corrupted shard is a one-line error naming it, not a crash inside a worker).
-    Each file is read once, whichever of the splits it holds."""
-    import hashlib
-
-    import pyarrow.parquet as pq
-
-    from mixscribe.errors import ShardError
-    from mixscribe.schema import check_schema
-    from mixscribe.synth.pipeline import read_manifest
-
-    fs, root, manifest = read_manifest(shards)
-    for split in splits:
-        require_split(root, manifest, split)
-    paths: dict[str, list[str]] = {split: [] for split in splits}
-    for f in manifest["files"]:
-        holds = [split for split in splits if split in f.get("splits", [split])]
-        if not holds:
-            continue
-        path = f"{root}/{f['path']}"
-        try:
-            with fs.open_input_stream(path) as stream:
-                digest = hashlib.sha256()
-                while chunk := stream.read(1 << 22):
-                    digest.update(chunk)
-            schema = pq.ParquetFile(path, filesystem=fs).schema_arrow
-        except FileNotFoundError as exc:
-            raise ShardError(f"{path}: listed in the manifest but missing") from exc
-        except Exception as exc:
-            raise ShardError(f"{path}: corrupt shard ({exc})") from exc
-        if f.get("sha256") and digest.hexdigest() != f["sha256"]:
-            raise ShardError(f"{path}: corrupt shard (sha256 differs from the manifest)")
-        check_schema(schema, path)
-        for split in holds:
-            paths[split].append(path)
-    return fs, paths, manifest
 
 
 # drawn keys start with the transform's name: reverb_..., eq_tilt_db, gain_db, compressor_..., stem_colour_...

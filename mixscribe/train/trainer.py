@@ -416,12 +416,13 @@ def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: d
 
     from mixscribe.fsio import absolute
     from mixscribe.raycluster import init_ray
-    from mixscribe.train.data import verify_shards
+    from mixscribe.shards import ShardSet
 
-    fs, paths, manifest = verify_shards(data, ("train", "valid"))  # clear errors before any worker starts
+    shard_set = ShardSet.open(data)
+    paths = shard_set.verify(("train", "valid"))  # clear errors before any worker starts
     check_compiler(cfg)
     init_ray()
-    dataset = build_train_dataset(cfg, fs, paths["train"], int(manifest["rows_per_split"]["train"]))
+    dataset = build_train_dataset(cfg, shard_set.fs, paths["train"], shard_set.manifest.rows_per_split["train"])
     progress = TrainingProgress(cfg, name)
     trainer = TorchTrainer(
         _loop,
