@@ -94,21 +94,21 @@ def measure(nodes: int, args, work: Path) -> dict:
         "wait": mean(h["train/data_wait_frac"] for h in later),
         "train_nodes": len(set(state["worker_nodes"])),
         "batch": train["batch_size"],
-        "crop": train["crop_frames"],
+        "crop": train["remix"]["crop_frames"],
         "clean_stop": not leftovers,
     }
 
 
 def remix_cost(shards: Path, config: str, examples: int = 256) -> float:
     """Training examples the data path makes per CPU-second (read shards, remix, augment), one process."""
-    from mixscribe.train.data import RemixConfig, remix_files, remix_tasks
+    from mixscribe.train.data import remix_files, remix_tasks
     from mixscribe.train.trainer import load_train_config
 
     cfg = load_train_config(config)
     files = sorted(glob.glob(f"{shards}/clips/*.parquet"))
     manifest = json.loads((shards / "manifest.json").read_text())
     items = remix_tasks(files, manifest["rows_per_split"]["train"], cfg.remix_pool_clips, 4, seed=0)
-    remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment)
+    remix = cfg.remix
     made, t0 = 0, time.process_time()
     for item in items:
         out = remix_files({"paths": [item["paths"]], "seed": [item["seed"]]}, "train", remix, cfg.mixes_per_clip)

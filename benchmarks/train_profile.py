@@ -36,10 +36,10 @@ PARTS = ("front end (CQT)", "features (norm, harmonic stack)", "AMT branch", "en
 
 
 def make_batches(cfg, shards: str, count: int):
-    from mixscribe.train.data import RemixConfig, Remixer, load_split
+    from mixscribe.train.data import Remixer, load_split
     from mixscribe.train.steps import collate
 
-    remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment)
+    remix = cfg.remix
     remixer = Remixer(load_split(shards, "train"), remix, seed=0)
     t0 = time.perf_counter()
     examples = [remixer.example(0, i) for i in range(count * cfg.batch_size)]
@@ -166,7 +166,7 @@ def main() -> None:
     torch.set_num_threads(1)  # as each Ray Train worker (cpus_per_worker 0.5 on this machine)
 
     lines = ["## Training step profile (`benchmarks/train_profile.py`)", "",
-             f"Preset `{args.config}`, batch {args.batch} mixtures of {cfg.crop_frames} frames, one thread, "
+             f"Preset `{args.config}`, batch {args.batch} mixtures of {cfg.remix.crop_frames} frames, one thread, "
              f"{args.steps} pre-built batches; {args.clips} synthesised clips.", ""]  # fmt: skip
     for stage in ("amt", "encoder"):
         model, opt = new_model(cfg, stage)

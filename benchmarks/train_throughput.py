@@ -43,11 +43,11 @@ def bare_step_rate(cfg, shards: str, steps: int) -> float:
     import torch
 
     from mixscribe.model import TwoBranchModel
-    from mixscribe.train.data import RemixConfig, Remixer, load_split
+    from mixscribe.train.data import Remixer, load_split
     from mixscribe.train.steps import collate, set_stage, train_step
 
     torch.set_num_threads(1)
-    remix = RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights, augment=cfg.augment)
+    remix = cfg.remix
     remixer = Remixer(load_split(shards, "train"), remix, seed=0)
     batches = [collate([remixer.example(0, s * cfg.batch_size + i) for i in range(cfg.batch_size)]) for s in range(steps + 2)]
     model = TwoBranchModel(cfg.model)
@@ -133,7 +133,7 @@ def main() -> None:
     body = "\n".join([
         "## Training throughput (`benchmarks/train_throughput.py`)",
         "",
-        f"Preset `{args.config}`, stage `amt`, batch {args.batch} mixtures of {cfg.crop_frames} frames, augmentation on; "
+        f"Preset `{args.config}`, stage `amt`, batch {args.batch} mixtures of {cfg.remix.crop_frames} frames, augmentation on; "
         f"{args.clips} synthesised clips, {args.mixes} mixtures per clip per copy of the split; "
         f"{args.epochs} epochs x {args.steps} steps. "
         "Examples are remixed training mixtures; the data wait is the time a worker blocks on the next batch.",

@@ -329,15 +329,43 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 T = typing.TypeVar("T")
 
 
-def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build a frozen config from a plain mapping; unknown keys are errors, not silently ignored."""
+def from_dict(cls: type[T], data: dict, prefix: str = "", base: T | None = None) -> T:
+    """Build a frozen config from a plain mapping; unknown keys are errors, not silently ignored. Fields
+    the mapping leaves out keep `base`'s values (else the class defaults); a nested section sets fields
+    of its parent's default for it, so a train section's `remix: {crop_frames: 96}` keeps the training
+    remix's augmentation on rather than falling back to RemixConfig's own default."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"config field {prefix}{unknown[0]}: unknown (known: {sorted(names)})")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
-    return cls(**kwargs)
+        raise ConfigError(f"config field {prefix}{unknown[0]}: unknown (known: {sorted(fields)})")
+    kwargs = {}
+    for k, v in data.items():
+        default = getattr(base, k) if base is not None else _default(fields[k])
+        if isinstance(v, dict) and dataclasses.is_dataclass(default) and not isinstance(default, type):
+            kwargs[k] = from_dict(type(default), v, prefix=f"{prefix}{k}.", base=default)
+        else:
+            kwargs[k] = _coerce(v, hints[k], f"{prefix}{k}")
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def merge_sections(base: dict, extra: dict) -> dict:
+    """extra over base, mapping by mapping: what a preset's overrides, a study's arms and a stage's
+    train settings do to the sections below them."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = merge_sections(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
 
 
 def to_dict(cfg: Any) -> dict:

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixscribe.config import check_field, from_dict, load_preset, to_dict
+from mixscribe.config import check_field, from_dict, load_preset, merge_sections, to_dict
 from mixscribe.errors import MixscribeError
 
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
@@ -102,10 +102,11 @@ class Plan:
 
     def train_for(self, stage: str, init_checkpoint: str = ""):
         """The train config of one stage: the train section, this stage's stage_train fields over it."""
-        from mixscribe.train.trainer import validate_train_config
+        from mixscribe.train.trainer import check_remix_section, validate_train_config
 
-        fields = {**to_dict(self.train), **self.pipeline.stage_train.get(stage, {}), "stage": stage,
-                  "init_checkpoint": init_checkpoint}  # fmt: skip
+        override = self.pipeline.stage_train.get(stage, {})
+        check_remix_section(override, prefix=f"pipeline.stage_train.{stage}.")
+        fields = merge_sections(to_dict(self.train), {**override, "stage": stage, "init_checkpoint": init_checkpoint})
         cfg = from_dict(type(self.train), fields, prefix="train.")
         validate_train_config(cfg)
         return cfg
@@ -120,13 +121,19 @@ class Plan:
         never used them."""
         data = self.as_dict()
         data["evaluate"] = _digest_form_of_evaluate(self.evaluate)
+        data["train"] = _digest_form_of_train(self.train)
+        defaults = {"pipeline": to_dict(type(self.pipeline)()), "train": _digest_form_of_train(type(self.train)())}
         for section, names in FIELDS_ADDED_LATER.items():
-            cfg = getattr(self, section)
-            default = type(cfg)()
             for name in names:
-                if getattr(cfg, name) == getattr(default, name):
+                if data[section][name] == defaults[section][name]:
                     data[section].pop(name)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _digest_form_of_train(cfg) -> dict:
+    """The train section as digests were first taken: the remix settings inline."""
+    data = to_dict(cfg)
+    return data | data.pop("remix")
 
 
 def _digest_form_of_evaluate(cfg) -> dict:

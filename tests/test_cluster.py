@@ -74,7 +74,7 @@ def test_synth_train_evaluate_jobs_use_both_nodes_and_cluster_stops_cleanly(clus
     config = tmp_path / "spread.yaml"
     config.write_text(yaml.safe_dump({"train": {
         "stage": "amt", "epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "valid_examples": 4,
-        "crop_frames": 96, "workers": 2, "placement_strategy": "SPREAD"}}))  # fmt: skip
+        "remix": {"crop_frames": 96}, "workers": 2, "placement_strategy": "SPREAD"}}))  # fmt: skip
     runs = tmp_path / "runs"
     _run([str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard_url, "--working-dir", str(ROOT), "--",
           "mixscribe", "train", "--config", str(config), "--data", shards, "--storage", str(runs),

@@ -127,6 +127,7 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     plan = load_plan("default")
     before = plan.as_dict()
     del before["pipeline"]["init_branches"], before["pipeline"]["datasets"]
+    before["train"] |= before["train"].pop("remix")  # the remix settings as the section once held them, inline
     del before["train"]["gain_low"], before["train"]["gain_high"], before["train"]["noise_std"]
     # the evaluate section as it was: these decoding settings inline, none of DecodeParams' others
     decode = before["evaluate"].pop("decode")
@@ -157,26 +158,36 @@ def test_the_model_runs_at_the_record_schemas_rate_and_hop():
             ModelConfig(**fields).validate()
 
 
-def test_every_remix_setting_comes_from_the_train_section(tmp_path):
-    """A remix setting is defined once (RemixConfig) and set from a preset's train: section, each field
-    by its name; validation mixtures keep only the crop and the K weights."""
-    import dataclasses
-
+def test_the_train_section_holds_the_remix_settings_once(tmp_path):
+    """The training mixtures are one RemixConfig under train.remix: a partial section keeps the training
+    defaults for the rest (augmentation on), a stage's override merges into it, validation mixtures
+    keep only the crop and the K weights, and settings written inline are told where they went."""
+    from mixscribe.pipeline import load_plan
+    from mixscribe.train.augment import AugmentConfig
     from mixscribe.train.data import RemixConfig
-    from mixscribe.train.trainer import load_train_config, remix_config
+    from mixscribe.train.trainer import load_train_config
 
     path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump({"train": {"gain_low": 0.5, "gain_high": 1.5, "noise_std": 0.0, "crop_frames": 128,
-                                              "register_match_prob": 0.5, "augment": {"p_stem_colour": 0.25}}}))  # fmt: skip
-    cfg = load_train_config(str(path))
-    train = remix_config(cfg, training=True)
-    assert (train.gain_low, train.gain_high, train.noise_std, train.crop_frames) == (0.5, 1.5, 0.0, 128)
-    assert train.register_match_prob == 0.5 and train.augment.p_stem_colour == 0.25
-    assert all(hasattr(cfg, f.name) for f in dataclasses.fields(RemixConfig))  # none unreachable from a preset
-    assert remix_config(cfg, training=False) == RemixConfig(crop_frames=128, k_weights=cfg.k_weights)
-    path.write_text(yaml.safe_dump({"train": {"gain_low": 2.0, "gain_high": 1.0}}))
-    with pytest.raises(ConfigError, match=r"train\.gain_low"):
-        load_train_config(str(path))
+    path.write_text(yaml.safe_dump({"train": {"remix": {"gain_low": 0.5, "gain_high": 1.5, "noise_std": 0.0,
+                                                        "crop_frames": 128, "register_match_prob": 0.5,
+                                                        "augment": {"p_stem_colour": 0.25}}}}))  # fmt: skip
+    remix = load_train_config(str(path)).remix
+    assert (remix.gain_low, remix.gain_high, remix.noise_std, remix.crop_frames) == (0.5, 1.5, 0.0, 128)
+    assert remix.register_match_prob == 0.5 and remix.augment == AugmentConfig(p_stem_colour=0.25)  # still enabled
+    assert remix.for_validation() == RemixConfig(crop_frames=128, k_weights=remix.k_weights)
+    assert not remix.for_validation().augment.enabled
+    path.write_text(yaml.safe_dump({"train": {"remix": {"crop_frames": 96}},
+                                    "pipeline": {"stage_train": {"encoder": {"remix": {"same_family_prob": 0.5}}}}}))
+    plan = load_plan(str(path))
+    amt, encoder = plan.train_for("amt"), plan.train_for("encoder")
+    assert (amt.remix.crop_frames, amt.remix.same_family_prob, amt.remix.augment.enabled) == (96, 0.0, True)
+    assert (encoder.remix.crop_frames, encoder.remix.same_family_prob) == (96, 0.5)  # merged, not replaced
+    for section, message in (({"remix": {"gain_low": 2.0, "gain_high": 1.0}}, r"train\.remix\.gain_low"),
+                             ({"crop_frames": 96}, r"train\.crop_frames: .* \(train\.remix\.crop_frames\)"),
+                             ({"remix": {"augment": {"p_reverb": 2}}}, r"augment\.p_reverb")):  # fmt: skip
+        path.write_text(yaml.safe_dump({"train": section}))
+        with pytest.raises(ConfigError, match=message):
+            load_train_config(str(path))
 
 
 def test_the_evaluate_section_holds_the_decoding_once(tmp_path):

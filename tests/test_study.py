@@ -16,7 +16,7 @@ def test_fold_config_holds_out_one_family_and_keeps_the_rest():
     fold = fold_config(cfg, "tim")
     assert fold["synth"]["splits"]["holdout_sf_family"] == "tim"
     assert fold["synth"]["splits"]["holdout_gm_families"] == ["brass", "ethnic"]  # untouched
-    assert fold["train"]["epochs"] == 1 and fold["train"]["crop_frames"] == 96
+    assert fold["train"]["epochs"] == 1 and fold["train"]["remix"]["crop_frames"] == 96
     assert fold["pipeline"]["experiment"] == "study-s"
 
 
@@ -170,7 +170,7 @@ def test_shipped_study_presets_give_valid_continuation_pipelines(preset, tmp_pat
     assert all(plan.pipeline.init_checkpoint == "default" for plan in plans.values())
     without, with_ = plans["without"], plans["with"]
     if preset == "study-same-family":
-        assert (without.train.same_family_prob, with_.train.same_family_prob) == (0.0, 0.5)
+        assert (without.train.remix.same_family_prob, with_.train.remix.same_family_prob) == (0.0, 0.5)
         assert with_.synth == without.synth and with_.pipeline.train_stages == ("encoder",)
     else:
         assert with_.synth.procedural.seen_instruments > 0 == without.synth.procedural.seen_instruments
@@ -201,7 +201,7 @@ def test_register_study_preset_varies_only_where_register_comes_from(tmp_path):
     plans = arm_plans("study-register", "opl3", tmp_path)
     without, remix, synth = plans["without"], plans["remix"], plans["synth"]
     assert "same-register" in without.evaluate.sets and without.synth.splits.fractions["same-register"] > 0
-    assert (without.train.register_match_prob, remix.train.register_match_prob) == (0.0, 0.5)
+    assert (without.train.remix.register_match_prob, remix.train.remix.register_match_prob) == (0.0, 0.5)
     assert remix.synth == without.synth and synth.train == without.train
     assert (without.synth.generator.shared_register_prob, synth.synth.generator.shared_register_prob) == (0.0, 0.5)
     assert synth.synth.splits.holdout_sf_family == "opl3"
@@ -211,8 +211,8 @@ def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
     plans = arm_plans("study-timbre", "fluidr3", tmp_path)
     without, varied, coloured = plans["without"], plans["varied"], plans["coloured"]
     assert (without.synth.timbre.prob, varied.synth.timbre.prob) == (0.0, 0.5)
-    assert (without.train.augment.p_stem_colour, coloured.train.augment.p_stem_colour) == (0.0, 0.5)
-    assert coloured.synth == without.synth and coloured.train.augment.p_reverb == without.train.augment.p_reverb
+    assert (without.train.remix.augment.p_stem_colour, coloured.train.remix.augment.p_stem_colour) == (0.0, 0.5)
+    assert coloured.synth == without.synth and coloured.train.remix.augment.p_reverb == without.train.remix.augment.p_reverb
     assert varied.synth.timbre.splits == ("train",)
     assert varied.train == without.train and varied.evaluate == without.evaluate
     assert dataclasses.replace(varied.synth, timbre=without.synth.timbre) == without.synth
@@ -228,6 +228,6 @@ def test_fresh_encoder_register_study_trains_new_encoders_on_the_shipped_amt_bra
         assert plan.pipeline.init_checkpoint == "default" and plan.pipeline.init_branches == ("amt",)
         assert plan.pipeline.train_stages == ("encoder",) and plan.train_for("encoder").epochs == 8
         assert "same-register" in plan.evaluate.sets
-    assert (without.train.register_match_prob, remix.train.register_match_prob) == (0.0, 0.5)
+    assert (without.train.remix.register_match_prob, remix.train.remix.register_match_prob) == (0.0, 0.5)
     assert remix.synth == without.synth and remix.evaluate == without.evaluate
     assert load_study("mixscribe/presets/study-register-fresh.yaml").folds()[:2] == [("without", "tim"), ("remix", "tim")]

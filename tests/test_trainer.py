@@ -7,7 +7,11 @@ import pytest
 
 from mixscribe.config import load_synth_config
 from mixscribe.synth.pipeline import run_synth
+from mixscribe.train.augment import AugmentConfig
+from mixscribe.train.data import RemixConfig
 from mixscribe.train.trainer import CHECKPOINT_FILE, TrainConfig, read_history, run_training
+
+SHORT_CROP = RemixConfig(crop_frames=96, augment=AugmentConfig())  # the training remix, on short crops
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +27,7 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     from mixscribe.model import load_model
     from mixscribe.model.checkpoint import load_checkpoint
 
-    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, crop_frames=96, workers=2, lr=3e-3)
+    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, remix=SHORT_CROP, workers=2, lr=3e-3)
     first = run_training(cfg, data, "run", str(tmp_path))
     history = first.metrics_dataframe
     assert list(history["epoch"]) == [0, 1]
@@ -48,7 +52,7 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
 
 def test_bf16_training_on_two_workers_lowers_the_loss(data, tmp_path):
     """train.precision bf16 through Ray Train: DDP over channels-last float32 weights, autocast steps."""
-    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, crop_frames=96, workers=2, lr=3e-3,
+    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, remix=SHORT_CROP, workers=2, lr=3e-3,
                       precision="bf16")  # fmt: skip
     result = run_training(cfg, data, "bf16", str(tmp_path))
     history = result.metrics_dataframe
@@ -64,7 +68,7 @@ def test_compiled_auto_precision_training_says_what_it_ran(data, tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.create_run(client.create_experiment("compile"))
-    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, crop_frames=96, workers=2, lr=3e-3,
+    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, remix=SHORT_CROP, workers=2, lr=3e-3,
                       precision="auto", compile=True)  # fmt: skip
     result = run_training(cfg, data, "compiled", str(tmp_path / "runs"),
                           mlflow={"tracking_uri": client.tracking_uri, "run_id": run.info.run_id})  # fmt: skip
@@ -79,7 +83,7 @@ def test_a_continuation_counts_examples_on_from_its_initial_checkpoint(data, tmp
     a second continuation of the encoder counts on from the first's."""
     from mixscribe.model.checkpoint import load_checkpoint
 
-    base = dict(epochs=1, steps_per_epoch=2, batch_size=4, valid_examples=4, crop_frames=96, workers=2, lr=3e-3)
+    base = dict(epochs=1, steps_per_epoch=2, batch_size=4, valid_examples=4, remix=SHORT_CROP, workers=2, lr=3e-3)
     amt = run_training(TrainConfig(**base), data, "amt", str(tmp_path))
     with amt.checkpoint.as_directory() as d:
         (tmp_path / "amt.pt").write_bytes((Path(d) / CHECKPOINT_FILE).read_bytes())
@@ -131,7 +135,7 @@ def test_train_cli_and_config_errors(data, tmp_path):
     from mixscribe.train.trainer import load_train_config
     from tests.conftest import run_cli
 
-    assert load_train_config("tiny").crop_frames == 96 and load_train_config("demo").workers == 2
+    assert load_train_config("tiny").remix.crop_frames == 96 and load_train_config("demo").workers == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  stage: everything\n")
     with pytest.raises(ConfigError, match="train.stage"):
@@ -153,7 +157,7 @@ def test_train_cli_and_config_errors(data, tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("mixscribe").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.params["train.crop_frames"] == "96"
+    assert run.info.status == "FINISHED" and run.data.params["train.remix.crop_frames"] == "96"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [0, 1]
     assert {a.path for a in client.list_artifacts(run.info.run_id, "mixscribe")} >= {"mixscribe/model.pt", "mixscribe/mixscribe.onnx"}
     r = run_cli("train", "--config", str(bad), "--data", data)
@@ -182,7 +186,7 @@ def test_a_killed_worker_recovers_from_the_last_checkpoint(data, tmp_path):
 
     import psutil
 
-    cfg = TrainConfig(epochs=6, steps_per_epoch=6, batch_size=4, valid_examples=4, crop_frames=96, workers=2,
+    cfg = TrainConfig(epochs=6, steps_per_epoch=6, batch_size=4, valid_examples=4, remix=SHORT_CROP, workers=2,
                       lr=3e-3, max_failures=2, num_to_keep=10)  # fmt: skip
     box: dict = {}
     thread = threading.Thread(target=lambda: box.setdefault("result", run_training(cfg, data, "kill", str(tmp_path))))

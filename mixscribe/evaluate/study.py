@@ -10,7 +10,6 @@ same study resumes it: finished folds are skipped by the pipeline's own bookkeep
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 from dataclasses import dataclass, field
@@ -65,20 +64,13 @@ def load_study(path: str) -> StudyConfig:
     return cfg
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
-
-
 def fold_config(cfg: StudyConfig, family: str, arm: str = "") -> dict:
     """The base preset with the study's overrides, the arm's, this fold's held-out family and the
     study's experiment."""
-    from mixscribe.config import load_preset
+    from mixscribe.config import load_preset, merge_sections
 
-    fold = _merge(_merge(load_preset(cfg.base), cfg.overrides), cfg.arms.get(arm) or {})
-    return _merge(fold, {"synth": {"splits": {"holdout_sf_family": family}},
+    fold = merge_sections(merge_sections(load_preset(cfg.base), cfg.overrides), cfg.arms.get(arm) or {})
+    return merge_sections(fold, {"synth": {"splits": {"holdout_sf_family": family}},
                          "pipeline": {"experiment": cfg.experiment or f"study-{cfg.name}"}})  # fmt: skip
 
 

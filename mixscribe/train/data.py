@@ -75,6 +75,10 @@ class Example:
 
 @dataclass(frozen=True)
 class RemixConfig:
+    """How mixtures are drawn from stored stems: the crop, how many stems, which stems go together,
+    their gains, the realism transforms and the noise. The train section's `remix:` is one of these (the
+    training mixtures); validation mixtures keep the paper's rule (`for_validation`)."""
+
     crop_frames: int = 256
     k_weights: tuple[float, ...] = (0.2, 0.4, 0.25, 0.15)  # P(K = 1..4)
     gain_low: float = 0.8
@@ -88,6 +92,24 @@ class RemixConfig:
     register_match_prob: float = 0.0
     register_semitones: float = 6.0
     augment: AugmentConfig = AugmentConfig(enabled=False)  # realism transforms, before the noise
+
+    def for_validation(self) -> RemixConfig:
+        """Fixed validation mixtures: this crop and these K weights, no augmentation, the paper's rule
+        for everything else, so validation losses compare across remix settings."""
+        return RemixConfig(crop_frames=self.crop_frames, k_weights=self.k_weights)
+
+    def validate(self, prefix: str = "train.remix.") -> None:
+        from mixscribe.config import check_field
+
+        check_field(self.crop_frames >= 16, f"{prefix}crop_frames", "must be >= 16")
+        check_field(len(self.k_weights) >= 1 and min(self.k_weights) >= 0 and sum(self.k_weights) > 0,
+                    f"{prefix}k_weights", "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
+        check_field(0 < self.gain_low <= self.gain_high, f"{prefix}gain_low", "needs 0 < gain_low <= gain_high")
+        check_field(self.noise_std >= 0, f"{prefix}noise_std", "must be >= 0")
+        check_field(0 <= self.same_family_prob <= 1, f"{prefix}same_family_prob", "must be in [0, 1]")
+        check_field(0 <= self.register_match_prob <= 1, f"{prefix}register_match_prob", "must be in [0, 1]")
+        check_field(self.register_semitones >= 0, f"{prefix}register_semitones", "must be >= 0")
+        self.augment.validate()
 
 
 def _median_pitch(notes: list[Note], stem: int) -> float:

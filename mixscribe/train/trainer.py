@@ -9,17 +9,13 @@ given a run, and re-running with the same run name and storage path resumes from
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mixscribe.config import ModelConfig, from_dict, to_dict
 from mixscribe.train.augment import AugmentConfig
-
-if TYPE_CHECKING:
-    from mixscribe.train.data import RemixConfig
+from mixscribe.train.data import RemixConfig
 
 
 @dataclass(frozen=True)
@@ -31,14 +27,6 @@ class TrainConfig:
     valid_examples: int = 16
     lr: float = 3e-4
     weight_decay: float = 0.01
-    crop_frames: int = 256
-    k_weights: tuple[float, ...] = (0.2, 0.4, 0.25, 0.15)
-    same_family_prob: float = 0.0  # training mixtures whose stems share a GM family (RemixConfig); valid: never
-    register_match_prob: float = 0.0  # training mixtures whose stems share a register (RemixConfig); valid: never
-    register_semitones: float = 6.0
-    gain_low: float = 0.8  # each stem's gain in a training mixture, uniform in [gain_low, gain_high]
-    gain_high: float = 1.2
-    noise_std: float = 5e-4  # additive Gaussian noise, std = noise_std * U(0, 1) per training example
     seed: int = 0
     mixes_per_clip: int = 4  # mixtures drawn per stored clip on each pass over the data
     remix_pool_clips: int = 16  # clips per Ray Data remix batch: stems are mixed across this pool
@@ -59,19 +47,27 @@ class TrainConfig:
     # eager mode runs as separate passes over full-size maps). Costs about half a minute per worker
     # before the first step and needs a C++ compiler; pays on runs of more than a few minutes.
     compile: bool = False
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The training mixtures (crop, K weights, gains, noise, same-family and same-register draws, the
+    # realism transforms): set in a preset's train.remix; augmentation on unless the preset says not.
+    remix: RemixConfig = field(default_factory=lambda: RemixConfig(augment=AugmentConfig()))
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
-def remix_config(cfg: TrainConfig, training: bool) -> RemixConfig:
-    """How the training (or validation) mixtures are drawn: every RemixConfig field takes the train
-    section's value of the same name, so a remix setting is defined once, in RemixConfig, and set from a
-    preset's train: section. Validation mixtures keep the paper's rule: only the crop and the K weights."""
-    from mixscribe.train.data import RemixConfig
+# Remix settings a preset's train: section once held directly: named in the error that points to
+# train.remix:, and kept in the form a pipeline's config digest takes (pipeline.Plan.digest).
+FLAT_REMIX_FIELDS = ("crop_frames", "k_weights", "same_family_prob", "register_match_prob", "register_semitones",
+                     "gain_low", "gain_high", "noise_std", "augment")  # fmt: skip
 
-    if not training:
-        return RemixConfig(crop_frames=cfg.crop_frames, k_weights=cfg.k_weights)
-    return RemixConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RemixConfig)})
+
+def check_remix_section(train: dict, prefix: str = "train.") -> None:
+    """A train section (or a stage's override of it) written with the remix settings inline is told where
+    they went, not silently ignored."""
+    from mixscribe.config import ConfigError
+
+    flat = [k for k in train if k in FLAT_REMIX_FIELDS]
+    if flat:
+        raise ConfigError(f"config field {prefix}{flat[0]}: the training mixtures' settings live under "
+                          f"train.remix: (train.remix.{flat[0]})")  # fmt: skip
 
 
 def load_train_config(spec: str, **overrides) -> TrainConfig:
@@ -83,6 +79,7 @@ def load_train_config(spec: str, **overrides) -> TrainConfig:
     train.update({k: v for k, v in overrides.items() if v is not None})
     if "model" in data:
         train["model"] = data["model"] or {}
+    check_remix_section(train)
     cfg = from_dict(TrainConfig, train, prefix="train.")
     validate_train_config(cfg)
     return cfg
@@ -99,20 +96,12 @@ def validate_train_config(cfg: TrainConfig) -> None:
     check_field(0 <= cfg.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
     check_field(cfg.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
     check_field(isinstance(cfg.compile, bool), "train.compile", "must be true or false")
-    check_field(cfg.crop_frames >= 16, "train.crop_frames", "must be >= 16")
     check_field(cfg.mixes_per_clip >= 1 and cfg.remix_pool_clips >= 1, "train.mixes_per_clip",
            "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
     check_field(0 < cfg.data_cpus <= 64 and cfg.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
-    check_field(0 <= cfg.same_family_prob <= 1, "train.same_family_prob", "must be in [0, 1]")
-    check_field(0 <= cfg.register_match_prob <= 1, "train.register_match_prob", "must be in [0, 1]")
-    check_field(cfg.register_semitones >= 0, "train.register_semitones", "must be >= 0")
-    check_field(0 < cfg.gain_low <= cfg.gain_high, "train.gain_low", "needs 0 < gain_low <= gain_high")
-    check_field(cfg.noise_std >= 0, "train.noise_std", "must be >= 0")
-    check_field(len(cfg.k_weights) >= 1 and min(cfg.k_weights) >= 0 and sum(cfg.k_weights) > 0, "train.k_weights",
-           "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
     check_field(cfg.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
            "must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")  # fmt: skip
-    cfg.augment.validate()
+    cfg.remix.validate()
     cfg.model.validate()
 
 
@@ -233,8 +222,7 @@ def _loop(config: dict) -> None:
         model.to(memory_format=torch.channels_last)  # oneDNN's bf16 convolutions want NHWC
     ddp = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 else model
     forward = torch.compile(ddp) if cfg.compile else ddp  # DDP wrapped first: compiled around its hooks
-    remix = remix_config(cfg, training=False)  # validation: no augmentation
-    valid_set = Remixer(load_split(config["data"], "valid"), remix, seed=cfg.seed + 999_999)
+    valid_set = Remixer(load_split(config["data"], "valid"), cfg.remix.for_validation(), seed=cfg.seed + 999_999)
     valid_batch = collate([valid_set.example(0, i) for i in range(cfg.valid_examples)]).to(device)
     batches = _batches(ray.train.get_dataset_shard("train"), cfg)
     tracker = _RankZeroTracker(config.get("mlflow"), rank)
@@ -355,7 +343,7 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
 
     uris = [reopenable_uri(fs, p) for p in paths]
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per worker floods the log
-    remix = remix_config(cfg, training=True)
+    remix = cfg.remix
     items = remix_tasks(uris, train_clips, cfg.remix_pool_clips, passes_needed(cfg, train_clips), cfg.seed)
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         remix_files, batch_size=1, num_cpus=cfg.data_cpus,
