@@ -20,8 +20,19 @@ from mixscribe.errors import ConfigError
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
+class SelfChecking:
+    """A config that checks its fields whenever it is built (directly, from a preset, or by
+    dataclasses.replace), so an invalid config never exists and no caller has to remember to check."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(SelfChecking):
     """Random piano-roll rules of paper-spec §8.1-8.2 (Our:Sep column), every number a field."""
 
     clip_frames: int = 600
@@ -90,7 +101,7 @@ class GeneratorConfig:
 
 
 @dataclass(frozen=True)
-class RenderConfig:
+class RenderConfig(SelfChecking):
     """FluidSynth settings, all explicit: its defaults (reverb on, gain 0.2, 10 ms notes) bias data."""
 
     render_rate: int = 44100  # rendered here, then anti-alias resampled to 22,050 Hz
@@ -120,7 +131,7 @@ SPLITS = ("train", "valid", "unseen-soundfont", "unseen-family", "same-register"
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(SelfChecking):
     """Declared held-out sets: studies rotate them by changing one value."""
 
     fractions: dict[str, float] = field(
@@ -144,7 +155,7 @@ PROCEDURAL_FAMILY = "procedural"
 
 
 @dataclass(frozen=True)
-class ProceduralConfig:
+class ProceduralConfig(SelfChecking):
     """The generated instrument family (mixscribe/synth/procedural.py): `seen` instruments may reach
     train and valid, `unseen` ones only the unseen-soundfont split; the two are drawn from disjoint
     seeded streams. 0 and 0 turns the family off. Holding the whole family out of training:
@@ -170,7 +181,7 @@ class ProceduralConfig:
 
 
 @dataclass(frozen=True)
-class TimbreConfig:
+class TimbreConfig(SelfChecking):
     """More timbres from the catalog's own samples: a share of SoundFont stems rendered with their
     preset's sound moved by offsets drawn per stem (mixscribe/synth/timbre.py): low-pass cutoff and
     resonance, attack and release times, vibrato and tremolo depth, and a formant shift (the sample
@@ -202,7 +213,7 @@ class TimbreConfig:
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(SelfChecking):
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
@@ -240,7 +251,7 @@ class SynthConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(SelfChecking):
     """The two-branch model of paper-spec §2-§5, with its ablations as switches (not forks)."""
 
     sample_rate: int = 22050
@@ -415,9 +426,14 @@ def load_preset(spec: str) -> dict:
     return data
 
 
-def load_synth_config(spec: str, **overrides: Any) -> SynthConfig:
-    data = dict(load_preset(spec).get("synth") or {})
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = from_dict(SynthConfig, data, prefix="synth.")
-    cfg.validate()
-    return cfg
+def load_section(spec: str | dict, name: str, cls: type[T], **overrides: Any) -> T:
+    """One section of a preset (a name, a YAML path, or the preset's mapping already read) as its config,
+    with the given overrides (None: not given) over it; every error names `name.field`."""
+    data = load_preset(spec) if isinstance(spec, str) else spec
+    section = dict(data.get(name) or {})
+    section.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(cls, section, prefix=f"{name}.")
+
+
+def load_synth_config(spec: str | dict, **overrides: Any) -> SynthConfig:
+    return load_section(spec, "synth", SynthConfig, **overrides)

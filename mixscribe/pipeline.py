@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixscribe.config import check_field, from_dict, load_preset, merge_sections, to_dict
+from mixscribe.config import SelfChecking, check_field, from_dict, load_preset, merge_sections, to_dict
 from mixscribe.errors import MixscribeError
 
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
@@ -26,7 +26,7 @@ FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"), "train": ("gain
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(SelfChecking):
     experiment: str = "mixscribe"
     num_clips: int = 48
     train_stages: tuple[str, ...] = ("amt", "encoder")
@@ -102,14 +102,12 @@ class Plan:
 
     def train_for(self, stage: str, init_checkpoint: str = ""):
         """The train config of one stage: the train section, this stage's stage_train fields over it."""
-        from mixscribe.train.trainer import check_remix_section, validate_train_config
+        from mixscribe.train.trainer import check_remix_section
 
         override = self.pipeline.stage_train.get(stage, {})
         check_remix_section(override, prefix=f"pipeline.stage_train.{stage}.")
         fields = merge_sections(to_dict(self.train), {**override, "stage": stage, "init_checkpoint": init_checkpoint})
-        cfg = from_dict(type(self.train), fields, prefix="train.")
-        validate_train_config(cfg)
-        return cfg
+        return from_dict(type(self.train), fields, prefix="train.")
 
     def as_dict(self) -> dict:
         return {"pipeline": to_dict(self.pipeline), "synth": to_dict(self.synth), "train": to_dict(self.train),
@@ -156,15 +154,11 @@ def load_plan(spec: str, workers: int | None = None, num_clips: int | None = Non
     from mixscribe.evaluate.runner import load_eval_config
     from mixscribe.train.trainer import load_train_config
 
-    data = load_preset(spec)
-    pipe = dict(data.get("pipeline") or {})
-    if num_clips is not None:
-        pipe["num_clips"] = num_clips
-    pipeline = from_dict(PipelineConfig, pipe, prefix="pipeline.")
-    pipeline.validate()
-    evaluate = load_eval_config(dict(data.get("evaluate") or {}))
-    synth = load_synth_config(spec)
-    plan = Plan(pipeline, synth, load_train_config(spec, workers=workers), evaluate)
+    from mixscribe.config import load_section
+
+    data = load_preset(spec)  # read once: every section comes from the same file
+    pipeline = load_section(data, "pipeline", PipelineConfig, num_clips=num_clips)
+    plan = Plan(pipeline, load_synth_config(data), load_train_config(data, workers=workers), load_eval_config(data))
     for stage in pipeline.train_stages:
         plan.train_for(stage)  # every stage's fields checked before anything runs
     return plan

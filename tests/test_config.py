@@ -206,3 +206,30 @@ def test_the_evaluate_section_holds_the_decoding_once(tmp_path):
         path.write_text(yaml.safe_dump({"evaluate": section}))
         with pytest.raises(ConfigError, match=message):
             load_plan(str(path))
+
+
+def _bad_configs():
+    import dataclasses
+
+    from mixscribe.config import GeneratorConfig
+    from mixscribe.evaluate.runner import EvalConfig
+    from mixscribe.evaluate.study import StudyConfig
+    from mixscribe.pipeline import PipelineConfig
+    from mixscribe.train.data import RemixConfig
+    from mixscribe.train.trainer import TrainConfig
+
+    return [
+        (lambda: TrainConfig(epochs=0), r"train\.epochs"),
+        (lambda: dataclasses.replace(TrainConfig(), remix=RemixConfig(gain_low=2.0)), r"train\.remix\.gain_low"),
+        (lambda: EvalConfig(backend="fp8"), r"evaluate\.backend"),
+        (lambda: dataclasses.replace(SynthConfig(), generator=GeneratorConfig(line_prob=1.5)), r"line_prob"),
+        (lambda: PipelineConfig(train_stages=("nope",)), r"pipeline\.train_stages"),
+        (lambda: StudyConfig(name="s", base="tiny", holdout_families=()), r"study\.holdout_families"),
+    ]
+
+
+@pytest.mark.parametrize("build, field", _bad_configs())
+def test_an_invalid_config_cannot_be_built(build, field):
+    """Every config checks itself when built, also through dataclasses.replace: no caller can forget."""
+    with pytest.raises(ConfigError, match=field):
+        build()

@@ -95,12 +95,11 @@ def test_diagnose_register_preset_scores_with_the_shipped_models_stored_decoding
     stored decoding changes, the preset (and the card's diagnosis) must be redone with it."""
     import torch
 
-    from mixscribe.config import load_preset
     from mixscribe.evaluate.runner import load_eval_config
     from mixscribe.model.checkpoint import DEFAULT_CHECKPOINT
 
     stored = torch.load(DEFAULT_CHECKPOINT, weights_only=True)["extra"]["decode"]
-    cfg = load_eval_config(load_preset("diagnose-register")["evaluate"])
+    cfg = load_eval_config("diagnose-register")
     assert {k: getattr(cfg.decode, k) for k in stored if k != "k_model"} == {k: v for k, v in stored.items() if k != "k_model"}
     synth = load_synth_config("diagnose-register")
     assert set(synth.splits.fractions) == set(cfg.sets) == {"valid", "same-register"}

@@ -297,9 +297,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mixscribe.config import load_preset
     from mixscribe.evaluate.runner import evaluate_checkpoint, load_eval_config, stored_decoding, write_report
 
-    section = dict(load_preset(args.config).get("evaluate") or {})
-    cfg = load_eval_config(section)
-    explicit = set(section.get("decode") or {})  # decoding the preset sets: a packaged model's never replaces it
+    preset = load_preset(args.config)
+    cfg = load_eval_config(preset)
+    explicit = set((preset.get("evaluate") or {}).get("decode") or {})  # decoding the preset sets: a packaged model's never replaces it
     overrides = {"sets": tuple(args.sets) if args.sets else None, "k_mode": args.k,
                  "max_clips_per_set": args.max_clips, "backend": args.backend}  # fmt: skip
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

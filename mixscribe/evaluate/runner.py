@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from mixscribe.config import SelfChecking
 from mixscribe.errors import MixscribeError
 from mixscribe.transcription.decode import DecodeParams
 
@@ -23,7 +24,7 @@ K_MODES = ("given", "auto")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(SelfChecking):
     """How a checkpoint is scored. What decoding it scores with is one DecodeParams, the same settings
     `transcribe` uses and a packaged model stores: tuning replaces the fields it tunes."""
 
@@ -58,17 +59,16 @@ FLAT_DECODE_FIELDS = ("onset_threshold", "frame_threshold", "k_sharpness", "k_mo
                       "energy_tolerance", "infer_onsets", "pool_power", "cluster_sharpness")  # fmt: skip
 
 
-def load_eval_config(section: dict) -> EvalConfig:
-    """A preset's evaluate: section as a validated EvalConfig."""
-    from mixscribe.config import ConfigError, from_dict
+def load_eval_config(spec: str | dict) -> EvalConfig:
+    """A preset's evaluate: section as an EvalConfig (checked as it is built)."""
+    from mixscribe.config import ConfigError, load_preset, load_section
 
-    flat = [k for k in section if k in FLAT_DECODE_FIELDS]
+    data = load_preset(spec) if isinstance(spec, str) else spec
+    flat = [k for k in data.get("evaluate") or {} if k in FLAT_DECODE_FIELDS]
     if flat:
         raise ConfigError(f"config field evaluate.{flat[0]}: decoding settings live under evaluate.decode: "
                           f"(evaluate.decode.{flat[0]})")  # fmt: skip
-    cfg = from_dict(EvalConfig, section, prefix="evaluate.")
-    cfg.validate()
-    return cfg
+    return load_section(data, "evaluate", EvalConfig)
 
 
 @dataclass
@@ -297,7 +297,6 @@ def evaluate_checkpoint(checkpoint: str, shards: str, cfg: EvalConfig = EvalConf
 
     ray = import_ray()
 
-    cfg.validate()
     cfg = dataclasses.replace(cfg, backend=resolve_backend(cfg.backend))  # the report names what ran: bf16, not auto
     load_model(checkpoint)  # a checkpoint that does not rebuild its model fails here, not in a task
     with open(checkpoint, "rb") as f:

@@ -15,13 +15,14 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mixscribe.config import SelfChecking
 from mixscribe.errors import MixscribeError
 
 SEEN, UNSEEN = "valid", "unseen-soundfont"
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(SelfChecking):
     name: str = "loo"
     base: str = "demo"  # the preset (or YAML) every fold starts from
     holdout_families: tuple[str, ...] = ("fluidr3", "tim", "opl3")
@@ -54,14 +55,12 @@ def fold_label(arm: str, family: str) -> str:
 
 
 def load_study(path: str) -> StudyConfig:
-    from mixscribe.config import from_dict, load_preset
+    from mixscribe.config import load_preset, load_section
 
     data = load_preset(path)
     if "study" not in data:
         raise MixscribeError(f"{path}: no study: section")
-    cfg = from_dict(StudyConfig, dict(data["study"] or {}), prefix="study.")
-    cfg.validate()
-    return cfg
+    return load_section(data, "study", StudyConfig)
 
 
 def fold_config(cfg: StudyConfig, family: str, arm: str = "") -> dict:

@@ -135,7 +135,6 @@ class TwoBranchModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg.validate()
         self.cfg = cfg
         self.cqt = build_cqt(cfg)
         self.norm = LogBatchNorm(cfg) if cfg.norm == "batchnorm" else EnergyNorm(cfg)

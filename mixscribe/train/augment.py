@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixscribe.config import SelfChecking
 from mixscribe.schema import SAMPLE_RATE
 
 TRANSFORMS = ("reverb", "eq_tilt", "gain", "compressor")  # on the mixture, in this order
@@ -20,7 +21,7 @@ STEM_TRANSFORM = "stem_colour"  # on single stems before they are mixed
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(SelfChecking):
     enabled: bool = True
     p_reverb: float = 0.5
     room_size: tuple[float, float] = (0.1, 0.8)

@@ -14,6 +14,7 @@ import numpy as np
 
 from mixscribe.train.augment import STEM_TRANSFORM, TRANSFORMS, AugmentConfig, augment, colour_stem
 
+from mixscribe.config import SelfChecking
 from mixscribe.schema import HOP, MIDI_MIN, N_PITCH, SAMPLE_RATE, Note
 
 SILENCE, SUSTAIN, ONSET = 0, 1, 2
@@ -74,7 +75,7 @@ class Example:
 
 
 @dataclass(frozen=True)
-class RemixConfig:
+class RemixConfig(SelfChecking):
     """How mixtures are drawn from stored stems: the crop, how many stems, which stems go together,
     their gains, the realism transforms and the noise. The train section's `remix:` is one of these (the
     training mixtures); validation mixtures keep the paper's rule (`for_validation`)."""

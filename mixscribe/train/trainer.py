@@ -13,13 +13,13 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from mixscribe.config import ModelConfig, from_dict, to_dict
+from mixscribe.config import ModelConfig, SelfChecking, from_dict, to_dict
 from mixscribe.train.augment import AugmentConfig
 from mixscribe.train.data import RemixConfig
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SelfChecking):
     stage: str = "amt"  # "amt" (focal), "encoder" (InfoNCE, AMT frozen), "joint"
     epochs: int = 2
     steps_per_epoch: int = 20
@@ -52,6 +52,25 @@ class TrainConfig:
     remix: RemixConfig = field(default_factory=lambda: RemixConfig(augment=AugmentConfig()))
     model: ModelConfig = field(default_factory=ModelConfig)
 
+    def validate(self) -> None:
+        from mixscribe.config import check_field
+        from mixscribe.train.steps import PRECISIONS, STAGES
+
+        check_field(self.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
+        check_field(self.epochs >= 1 and self.steps_per_epoch >= 1, "train.epochs", "epochs and steps_per_epoch must be >= 1")
+        check_field(self.batch_size >= 1 and self.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
+        check_field(self.lr > 0, "train.lr", "must be > 0")
+        check_field(0 <= self.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
+        check_field(self.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
+        check_field(isinstance(self.compile, bool), "train.compile", "must be true or false")
+        check_field(self.mixes_per_clip >= 1 and self.remix_pool_clips >= 1, "train.mixes_per_clip",
+               "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
+        check_field(0 < self.data_cpus <= 64 and self.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
+        check_field(self.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
+               "must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")  # fmt: skip
+        self.remix.validate()
+        self.model.validate()
+
 
 # Remix settings a preset's train: section once held directly: named in the error that points to
 # train.remix:, and kept in the form a pipeline's config digest takes (pipeline.Plan.digest).
@@ -70,39 +89,15 @@ def check_remix_section(train: dict, prefix: str = "train.") -> None:
                           f"train.remix: (train.remix.{flat[0]})")  # fmt: skip
 
 
-def load_train_config(spec: str, **overrides) -> TrainConfig:
+def load_train_config(spec: str | dict, **overrides) -> TrainConfig:
     """The `train:` section of a preset or YAML file, with its `model:` section as the model config."""
-    from mixscribe.config import load_preset
+    from mixscribe.config import load_preset, load_section
 
-    data = load_preset(spec)
-    train = dict(data.get("train") or {})
-    train.update({k: v for k, v in overrides.items() if v is not None})
+    data = load_preset(spec) if isinstance(spec, str) else spec
+    check_remix_section(data.get("train") or {})
     if "model" in data:
-        train["model"] = data["model"] or {}
-    check_remix_section(train)
-    cfg = from_dict(TrainConfig, train, prefix="train.")
-    validate_train_config(cfg)
-    return cfg
-
-
-def validate_train_config(cfg: TrainConfig) -> None:
-    from mixscribe.config import check_field
-    from mixscribe.train.steps import PRECISIONS, STAGES
-
-    check_field(cfg.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
-    check_field(cfg.epochs >= 1 and cfg.steps_per_epoch >= 1, "train.epochs", "epochs and steps_per_epoch must be >= 1")
-    check_field(cfg.batch_size >= 1 and cfg.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
-    check_field(cfg.lr > 0, "train.lr", "must be > 0")
-    check_field(0 <= cfg.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
-    check_field(cfg.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
-    check_field(isinstance(cfg.compile, bool), "train.compile", "must be true or false")
-    check_field(cfg.mixes_per_clip >= 1 and cfg.remix_pool_clips >= 1, "train.mixes_per_clip",
-           "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
-    check_field(0 < cfg.data_cpus <= 64 and cfg.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
-    check_field(cfg.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
-           "must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")  # fmt: skip
-    cfg.remix.validate()
-    cfg.model.validate()
+        overrides["model"] = data["model"] or {}
+    return load_section(data, "train", TrainConfig, **overrides)
 
 
 def make_scheduler(optimizer, stage: str):
