@@ -231,3 +231,41 @@ def test_fresh_encoder_register_study_trains_new_encoders_on_the_shipped_amt_bra
     assert (without.train.remix.register_match_prob, remix.train.remix.register_match_prob) == (0.0, 0.5)
     assert remix.synth == without.synth and remix.evaluate == without.evaluate
     assert load_study("mixscribe/presets/study-register-fresh.yaml").folds()[:2] == [("without", "tim"), ("remix", "tim")]
+
+
+def test_arms_are_compared_clip_by_clip_with_their_standard_error(tmp_path):
+    """The paired table reads each fold's report (clips.csv), pairs the clips both arms scored, and gives
+    the mean change and its standard error per fold and pooled over the folds done; a fold not yet run
+    is named, and the CLI prints the same without running anything."""
+    import csv
+
+    from mixscribe.evaluate.study import paired_comparison, pipeline_name
+
+    cfg = StudyConfig(name="s", base="tiny", holdout_families=("tim", "opl3", "fluidr3"), metric="sep_note_f1",
+                      compare_metrics=("sep_note_f1",), arms={"a": {}, "b": {"train": {"epochs": 3}}})  # fmt: skip
+    scores = {("a", "tim"): [0.5, 0.6, 0.7], ("b", "tim"): [0.6, 0.6, 0.9],  # changes +10, 0, +20
+              ("a", "opl3"): [0.4, 0.4], ("b", "opl3"): [0.3, 0.5]}  # changes -10, +10
+    for (arm, fam), values in scores.items():
+        report = tmp_path / "s" / pipeline_name(cfg, arm, fam) / "report"
+        report.mkdir(parents=True)
+        with (report / "clips.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["set", "clip", "k", "sep_note_f1"])
+            w.writerows(["valid", f"clip-{i}", 2, v] for i, v in enumerate(values))
+    text = paired_comparison(cfg, tmp_path / "s")
+    assert "Folds done: tim, opl3; not yet: fluidr3." in text
+    assert "| tim | valid | +10.0 ± 5.8 (3) |" in text  # mean of (10, 0, 20), sd 10 / sqrt 3
+    assert "| opl3 | valid | +0.0 ± 10.0 (2) |" in text
+    assert "| **all folds** | valid | +6.0 ± 5.1 (5) |" in text  # (10, 0, 20, -10, 10): sd 11.4 / sqrt 5
+    r = run_cli("study", str(_write_study(tmp_path, cfg)), "--workdir", str(tmp_path), "--summary")
+    assert r.returncode == 0 and "| tim | valid | +10.0 ± 5.8 (3) |" in r.stdout, r.stderr
+
+
+def _write_study(tmp_path, cfg: StudyConfig):
+    import yaml
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"study": {"name": cfg.name, "base": cfg.base, "metric": cfg.metric,
+                                              "holdout_families": list(cfg.holdout_families),
+                                              "compare_metrics": list(cfg.compare_metrics), "arms": cfg.arms}}))
+    return path

@@ -391,9 +391,18 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from mixscribe.evaluate.study import load_study, run_study
+    from pathlib import Path
+
+    from mixscribe.evaluate.study import load_study, paired_comparison, run_study
 
     cfg = load_study(args.config)
+    if args.summary:
+        if not cfg.arms:
+            from mixscribe.errors import MixscribeError
+
+            raise MixscribeError(f"{args.config}: --summary compares arms, and this study has none")
+        print(paired_comparison(cfg, Path(args.workdir).resolve() / cfg.name), end="")
+        return 0
     run_study(cfg, workdir=args.workdir, workers=args.workers)
     print(f"matrix: {os.path.join(args.workdir, cfg.name)}/matrix.md, matrix.csv, matrix.png")
     return 0

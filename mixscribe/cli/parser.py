@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("study", help="a SoundFont-generalisation study: one pipeline per held-out family, a matrix")
     p.add_argument("config", help="YAML with a study: section (e.g. mixscribe/presets/study-loo.yaml)")
+    p.add_argument("--summary", action="store_true",
+                   help="run nothing: print the arms' paired changes over the folds finished so far")  # fmt: skip
     p.add_argument("--workdir", default="out", help="outputs and MLflow store under WORKDIR/STUDY (default: out)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the base config's)")
 

@@ -157,6 +157,76 @@ def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) 
     return "\n".join(parts)
 
 
+def pipeline_name(cfg: StudyConfig, arm: str, family: str) -> str:
+    return f"{cfg.name}-{arm}-holdout-{family}" if arm else f"{cfg.name}-holdout-{family}"
+
+
+def read_clip_rows(report: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """A finished evaluation's per-clip figures (report/clips.csv) by (set, clip); {} when not there."""
+    path = report / "clips.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        return {(r["set"], r["clip"]): r for r in csv.DictReader(f)}
+
+
+def paired_difference(ref: dict, other: dict, metric: str, name: str) -> tuple[float, float, int]:
+    """Mean of other - ref over the clips of set `name` both scored, its standard error, and the count:
+    clip by clip, so the arms' common difficulty cancels and the error is that of the change itself."""
+    import numpy as np
+
+    keys = [k for k in ref if k[0] == name and k in other and ref[k].get(metric) and other[k].get(metric)]
+    d = np.array([float(other[k][metric]) - float(ref[k][metric]) for k in keys])
+    if d.size == 0:
+        return float("nan"), float("nan"), 0
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return float(d.mean()), se, int(d.size)
+
+
+def _pooled(rows: dict, arm: str, folds: list[str]) -> dict:
+    """One arm's clip rows of several folds, each clip keyed by its fold too (folds score other clips)."""
+    return {(name, f"{fam}/{clip}"): r for fam in folds for (name, clip), r in rows[arm, fam].items()}
+
+
+def paired_comparison(cfg: StudyConfig, root: Path) -> str:
+    """Markdown: each arm's change from the first, clip by clip on the clips both scored, with its
+    standard error, per held-out family and set and pooled over the folds done so far. The arms of a fold
+    share their evaluation clips when their synth settings agree (same seeds, same audio); otherwise the
+    pairing is by clip index only and the table says so. Folds whose reports are missing are listed."""
+    import numpy as np
+
+    arms = list(cfg.arms)
+    rows = {(a, f): read_clip_rows(root / pipeline_name(cfg, a, f) / "report") for a in arms for f in cfg.holdout_families}
+    done = [f for f in cfg.holdout_families if all(rows[a, f] for a in arms)]
+    same_audio = all(fold_config(cfg, done[0], a)["synth"] == fold_config(cfg, done[0], arms[0])["synth"]
+                     for a in arms) if done else True  # fmt: skip
+    missing = [f for f in cfg.holdout_families if f not in done]
+    parts = [f"Paired changes from `{arms[0]}` (points; mean over the clips both arms scored ± its standard "
+             f"error, n clips). Folds done: {', '.join(done) or 'none'}"
+             + (f"; not yet: {', '.join(missing)}" if missing else "") + "."
+             + ("" if same_audio else " The arms render their clips differently: pairs share a clip index, "
+                                      "not the audio.") + "\n"]  # fmt: skip
+    if not done:
+        return parts[0]
+    sets = sorted({k[0] for f in done for k in rows[arms[0], f]}, key=lambda s: (s != SEEN, s != UNSEEN, s))
+    for metric in dict.fromkeys([cfg.metric, *cfg.compare_metrics]):
+        head = ["held-out family", "set", *[f"{a} - {arms[0]}" for a in arms[1:]]]
+        lines = [f"**{metric}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for fam in [*done, "all folds"]:
+            for name in sets:
+                cells = []
+                folds = done if fam == "all folds" else [fam]
+                for arm in arms[1:]:
+                    mean, se, n = paired_difference(_pooled(rows, arms[0], folds), _pooled(rows, arm, folds), metric, name)
+                    change = round(100 * mean, 1) + 0.0  # no "-0.0" for a change that rounds to nothing
+                    cells.append("-" if n == 0 else f"{change:+.1f} ± {100 * se:.1f} ({n})"
+                                 if np.isfinite(se) else f"{change:+.1f} ({n})")  # fmt: skip
+                label = f"**{fam}**" if fam == "all folds" else fam
+                lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
 def decision(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) -> str:
     """The arm with the best mean over the rotation of the study's metric on the unseen-SoundFont sets:
     the rule that decides, read from every held-out family at once rather than from one set."""
@@ -217,14 +287,14 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
             text = yaml.safe_dump(fold_config(cfg, fam, arm), sort_keys=False)
             atomic_local_write(path, lambda tmp, text=text: tmp.write_text(text))
             log(f"fold: {'arm ' + repr(arm) + ', ' if arm else ''}hold out SoundFont family {fam!r}")
-            name = f"{cfg.name}-{arm}-holdout-{fam}" if arm else f"{cfg.name}-holdout-{fam}"
+            name = pipeline_name(cfg, arm, fam)
             result = run_pipeline(str(path), workdir=str(root), name=name, workers=workers, log=log,
                                   parent_run_id=sid)  # fmt: skip
             fold_metrics[label] = result["metrics"]
         matrix = matrix_from_metrics(fold_metrics, cfg.metric)
         paths = _write_matrix(matrix, root)
         if cfg.arms:
-            text = arm_comparison(cfg, fold_metrics)
+            text = arm_comparison(cfg, fold_metrics) + "\n" + paired_comparison(cfg, root)
             paths.append(atomic_local_write(root / "arms.md", lambda tmp: tmp.write_text(text)))
             log(text)
         figures = {}
