@@ -22,7 +22,8 @@ from mixscribe.errors import MixscribeError
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
 OUTPUT_TAG = "mixscribe.output"
 BRANCHES = ("amt", "encoder")
-FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"), "train": ("gain_low", "gain_high", "noise_std")}
+FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"),
+                      "train": ("gain_low", "gain_high", "noise_std", "score_valid_every")}
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,7 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     del before["pipeline"]["init_branches"], before["pipeline"]["datasets"]
     before["train"] |= before["train"].pop("remix")  # the remix settings as the section once held them, inline
     del before["train"]["gain_low"], before["train"]["gain_high"], before["train"]["noise_std"]
+    del before["train"]["score_valid_every"]
     # the evaluate section as it was: these decoding settings inline, none of DecodeParams' others
     decode = before["evaluate"].pop("decode")
     before["evaluate"] |= {k: decode[k] for k in ("onset_threshold", "frame_threshold", "k_sharpness", "k_model",

@@ -181,3 +181,25 @@ def test_remix_files_reads_shards_and_remixes_with_the_item_seed(tmp_path):
     cols = remix_files(batch, "train", RemixConfig(crop_frames=32), mixes_per_clip=2)
     assert cols["audio"].shape == (12, 32 * HOP) and cols["aug"].shape == (12, len(AUG_KEYS)) == (12, 5)
     np.testing.assert_array_equal(cols["audio"], remix_files(batch, "train", RemixConfig(crop_frames=32), 2)["audio"])
+
+
+def test_crop_notes_are_the_notes_inside_the_crop_in_its_time():
+    from mixscribe.train.data import crop_notes
+
+    notes = [Note(1 * F, 9 * F, 60, 100), Note(4 * F, 5 * F, 62, 90), Note(10 * F, 12 * F, 64, 80), Note(0, F, 65, 70)]
+    got = crop_notes(notes, start_frame=3, n_frames=6, stem=2)  # the crop is frames 3..8
+    want = [Note(0.0, 6 * F, 60, 100, 2), Note(F, 2 * F, 62, 90, 2)]  # cut at both edges, shifted
+    assert [(n.pitch, n.velocity, n.stem) for n in got] == [(n.pitch, n.velocity, n.stem) for n in want]
+    np.testing.assert_allclose([(n.onset, n.offset) for n in got], [(n.onset, n.offset) for n in want], atol=1e-12)
+
+
+def test_a_remixed_example_carries_the_notes_its_targets_were_made_from():
+    clips = fake_clips()
+    for i in range(12):
+        e = Remixer(clips, RemixConfig(crop_frames=32), seed=1).example(0, i)
+        assert e.notes and {n.stem for n in e.notes} <= set(range(len(e.stems)))
+        for n in e.notes:
+            first = int(round(n.onset / F))
+            assert e.targets.membership[n.stem, n.pitch - 24, first] == 1  # the source sounds there
+        frames = {(n.pitch - 24, f) for n in e.notes for f in range(int(round(n.onset / F)), int(round(n.offset / F)))}
+        assert frames == set(zip(*np.nonzero(e.targets.frame)))  # and nothing else sounds

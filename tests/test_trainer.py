@@ -36,6 +36,8 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert (history["train/examples_per_s"] > 0).all()
     aug = history[[f"train/aug/{t}_frac" for t in ("reverb", "eq_tilt", "gain", "compressor")]]
     assert ((aug >= 0) & (aug <= 1)).all().all() and aug.to_numpy().mean() > 0  # augmentation on by default
+    curve = history[["val/frame_f1", "val/note_f1"]]  # the learning curve in figures, every epoch
+    assert ((curve >= 0) & (curve <= 1)).all().all() and "val/sep_note_f1" not in history  # amt: no encoder
     resumed = run_training(dataclasses.replace(cfg, epochs=3), data, "run", str(tmp_path))
     assert resumed.metrics["epoch"] == 2  # only the missing epoch ran
     assert [(h["epoch"], h["start_epoch"]) for h in read_history(resumed)] == [(0, 0), (1, 0), (2, 2)]
@@ -210,3 +212,25 @@ def test_a_killed_worker_recovers_from_the_last_checkpoint(data, tmp_path):
     assert history[0]["start_epoch"] == 0 and history[-1]["start_epoch"] >= 1  # resumed, not restarted at 0
     survivors = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
     assert victim.pid not in {p.pid for p in survivors}
+
+
+def test_the_learning_curve_scores_transcriptions_and_tells_a_trained_model_from_a_fresh_one(data):
+    """The validation mixtures transcribed with the fixed decoding and K given, scored against the notes
+    they were made from: the shipped model far above an untrained one on the same mixtures, separated
+    figures only where the encoder trains, and the training copy of the model left as it was."""
+    import torch
+
+    from mixscribe.model import TwoBranchModel, load_model
+    from mixscribe.train.curve import validation_scores
+    from mixscribe.train.data import RemixConfig, Remixer, load_split
+
+    remixer = Remixer(load_split(data, "valid"), RemixConfig(crop_frames=256).for_validation(), seed=5)
+    examples = [remixer.example(0, i) for i in range(12)]
+    shipped = load_model()
+    before = {k: v.clone() for k, v in shipped.state_dict().items()}
+    trained = validation_scores(shipped, examples, "encoder")
+    assert set(trained) == {"val/frame_f1", "val/note_f1", "val/sep_note_f1", "val/cluster_purity"}
+    assert all(torch.equal(before[k], v) for k, v in shipped.state_dict().items())
+    fresh = validation_scores(TwoBranchModel(shipped.cfg), examples, "encoder")
+    assert trained["val/note_f1"] > 0.5 and trained["val/note_f1"] > fresh["val/note_f1"] + 0.3, (trained, fresh)
+    assert set(validation_scores(shipped, examples, "amt")) == {"val/frame_f1", "val/note_f1"}

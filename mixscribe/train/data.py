@@ -46,6 +46,19 @@ class Targets:
     membership: np.ndarray  # [K, 84, T] float32, per-source activity (the InfoNCE labels)
 
 
+def crop_notes(notes: list[Note], start_frame: int, n_frames: int, stem: int) -> list[Note]:
+    """The notes that sound inside a crop, in seconds from its start (a note already sounding begins at
+    0, one running past the end ends there), as source `stem`; notes shorter than a frame there dropped."""
+    frame_s = HOP / SAMPLE_RATE
+    t0, t1 = start_frame * frame_s, (start_frame + n_frames) * frame_s
+    out = []
+    for n in notes:
+        on, off = max(n.onset, t0) - t0, min(n.offset, t1) - t0
+        if off - on >= frame_s:
+            out.append(Note(on, off, n.pitch, n.velocity, stem))
+    return out
+
+
 def targets_from_rolls(rolls: np.ndarray) -> Targets:
     """rolls [K, 84, T] -> the mixture's AMT targets (element-wise max) and per-source labels."""
     mix = rolls.max(axis=0)
@@ -72,6 +85,9 @@ class Example:
     stems: tuple[StemRef, ...]
     gains: np.ndarray
     augmentation: dict = field(default_factory=dict)  # what augment() drew, for logging
+    # The notes inside the crop (seconds from its start; a note sounding at the start begins at 0), stem =
+    # the source's index: what the example's transcription is scored against (train.curve).
+    notes: tuple[Note, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +221,7 @@ class Remixer:
         gains = rng.uniform(cfg.gain_low, cfg.gain_high, len(refs)).astype(np.float32)
         audio = np.zeros(crop * HOP, np.float32)
         rolls = np.zeros((len(refs), N_PITCH, crop), np.uint8)
+        notes: list[Note] = []
         # Per-stem colour draws from a stream of its own: with it off, every other draw is as it was.
         colour_rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index, 1]))
         coloured: dict[str, float] = {}
@@ -214,12 +231,15 @@ class Remixer:
                                       colour_rng)  # fmt: skip
             coloured.update(drawn)
             audio += gains[i] * stem
-            rolls[i] = note_roll([n for n in clip.notes if n.stem == r.stem], crop, start)
+            own = [n for n in clip.notes if n.stem == r.stem]
+            rolls[i] = note_roll(own, crop, start)
+            notes += crop_notes(own, start, crop, i)
         audio /= gains.sum()
         audio, drawn = augment(audio, cfg.augment, rng)
         drawn = coloured | drawn
         audio += rng.normal(0, cfg.noise_std * rng.uniform(), audio.shape).astype(np.float32)
-        return Example(audio, targets_from_rolls(rolls), tuple(refs), gains, drawn)
+        return Example(audio, targets_from_rolls(rolls), tuple(refs), gains, drawn,
+                       tuple(sorted(notes, key=lambda n: (n.onset, n.stem, n.pitch))))
 
 
 # --- Streaming: Ray Data remixes batches of stored clips into ready training examples -------------------

@@ -25,6 +25,9 @@ class TrainConfig(SelfChecking):
     steps_per_epoch: int = 20
     batch_size: int = 18
     valid_examples: int = 16
+    # Every this many epochs (and after the last), rank 0 transcribes the validation mixtures and logs
+    # note F and separated note F (train.curve): the learning curve in figures, not only the loss. 0: never.
+    score_valid_every: int = 1
     lr: float = 3e-4
     weight_decay: float = 0.01
     seed: int = 0
@@ -60,6 +63,7 @@ class TrainConfig(SelfChecking):
         check_field(self.epochs >= 1 and self.steps_per_epoch >= 1, "train.epochs", "epochs and steps_per_epoch must be >= 1")
         check_field(self.batch_size >= 1 and self.workers >= 1, "train.batch_size", "batch_size and workers must be >= 1")
         check_field(self.lr > 0, "train.lr", "must be > 0")
+        check_field(self.score_valid_every >= 0, "train.score_valid_every", "must be >= 0 (0: never)")
         check_field(0 <= self.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
         check_field(self.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
         check_field(isinstance(self.compile, bool), "train.compile", "must be true or false")
@@ -194,6 +198,7 @@ def _loop(config: dict) -> None:
     import torch
 
     from mixscribe.model import TwoBranchModel, load_model, save_checkpoint
+    from mixscribe.train.curve import validation_scores
     from mixscribe.train.data import AUG_KEYS, Remixer, load_split
     from mixscribe.model.arithmetic import resolve_precision
     from mixscribe.train.steps import collate, losses, set_stage, train_step
@@ -218,7 +223,8 @@ def _loop(config: dict) -> None:
     ddp = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 else model
     forward = torch.compile(ddp) if cfg.compile else ddp  # DDP wrapped first: compiled around its hooks
     valid_set = Remixer(load_split(config["data"], "valid"), cfg.remix.for_validation(), seed=cfg.seed + 999_999)
-    valid_batch = collate([valid_set.example(0, i) for i in range(cfg.valid_examples)]).to(device)
+    valid_examples = [valid_set.example(0, i) for i in range(cfg.valid_examples)]
+    valid_batch = collate(valid_examples).to(device)
     batches = _batches(ray.train.get_dataset_shard("train"), cfg)
     tracker = _RankZeroTracker(config.get("mlflow"), rank)
     tracker.tag({"train.precision_used": precision, "train.threads_per_worker": str(torch.get_num_threads())})
@@ -250,6 +256,8 @@ def _loop(config: dict) -> None:
         with torch.no_grad():
             val = {f"val/{k}": float(v) for k, v in losses(model, valid_batch, cfg.stage).items()}
         step_scheduler(scheduler, val["val/loss"])
+        if rank == 0 and scores_due(cfg, epoch):
+            val |= validation_scores(model, valid_examples, cfg.stage)
         if rank == 0:
             _put_progress(progress, ("epoch", epoch, cfg.steps_per_epoch - 1, val["val/loss"]))
         metrics = {**{f"train/{k}": v for k, v in totals.items()}, **val, "epoch": epoch,
@@ -270,6 +278,12 @@ def _loop(config: dict) -> None:
                             "history": history, "worker_nodes": nodes}, os.path.join(d, STATE_FILE))  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def scores_due(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether this epoch's validation mixtures are transcribed and scored (always after the last)."""
+    every = cfg.score_valid_every
+    return every > 0 and ((epoch + 1) % every == 0 or epoch == cfg.epochs - 1)
 
 
 def _worker_nodes(world_size: int) -> list[str]:
