@@ -364,7 +364,7 @@ def _synth_stage(stages: _Stages, plan: Plan, root: Path, log) -> str:
             "synth/clips": m.get("num_clips", 0), "synth/audio_seconds": 3600 * m.get("hours", 0.0),
             "synth/render_seconds": m.get("render_seconds", 0.0), "synth/dropped_stems": m.get("dropped_stems_total", 0),
             **{f"synth/split/{k}": v for k, v in m.get("rows_per_split", {}).items()}})  # fmt: skip
-        tracking.log_shards_input(rid, stages.uri, out, "synth-output", m)
+        tracking.log_shards_input(rid, stages.uri, out, "synth-output")
         log(f"    {m.get('num_clips')} clips -> {out}")
         return out
 
