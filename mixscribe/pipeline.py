@@ -373,7 +373,7 @@ def _synth_stage(stages: _Stages, plan: Plan, root: Path, log) -> str:
 
 def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: str, init: str | None, log) -> str:
     from mixscribe import tracking
-    from mixscribe.train.trainer import CHECKPOINT_FILE, run_training
+    from mixscribe.train.trainer import CHECKPOINT_FILE, read_history, run_training
 
     cfg = plan.train_for(stage, init or "")
 
@@ -393,10 +393,30 @@ def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: st
             shutil.copyfile(Path(d) / CHECKPOINT_FILE, tmp)
             os.replace(tmp, target)
         tracking.log_trained_model(stages.uri, rid, target, {"train": to_dict(cfg)})
+        tracking.log_artifacts(stages.mlf, rid, write_curve(root / "curves", stage, read_history(result)), "curve")
         log(f"    {stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/")))
         return str(target)
 
     return _run_stage(stages, f"train-{stage}", log, body)
+
+
+def write_curve(folder: Path, stage: str, history: list[dict]) -> list[Path]:
+    """A stage's learning curve beside its model: every epoch's validation figures against the examples
+    seen (STAGE.csv) and their plot (STAGE.png), each written atomically."""
+    import csv
+    import io
+
+    from mixscribe.evaluate.plots import learning_curve
+    from mixscribe.fsio import atomic_local_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = ["epoch", "train/examples_seen", *sorted({k for h in history for k in h if k.startswith("val/")})]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    table = atomic_local_write(folder / f"{stage}.csv", lambda tmp: tmp.write_text(buf.getvalue()))
+    return [table, learning_curve(history, f"{stage} stage", folder / f"{stage}.png")]
 
 
 def _evaluate_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkpoint: str, log) -> dict:

@@ -4,6 +4,7 @@ twice, and that an interrupted one resumes without duplicating finished stages."
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -66,6 +67,15 @@ def test_pipeline_logs_nested_runs_params_metrics_lineage_and_models(finished):
     assert [m.step for m in history] == [0, 1]
     assert {"train/loss", "train/data_wait_frac", "train/lr"} <= set(children["train-amt"].data.metrics)
     assert "val/timbre" in children["train-encoder"].data.metrics
+    # the learning curve in transcription figures: per epoch in MLflow, and as a table and plot per stage
+    assert [m.step for m in client.get_metric_history(children["train-amt"].info.run_id, "val/note_f1")] == [0, 1]
+    assert {"val/sep_note_f1", "val/cluster_purity"} <= set(children["train-encoder"].data.metrics)
+    with (workdir / "t1" / "curves" / "encoder.csv").open() as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) >= 1 and all(0 <= float(row["val/sep_note_f1"]) <= 1 for row in curve)
+    assert (workdir / "t1" / "curves" / "amt.png").stat().st_size > 5_000
+    assert {"amt.csv", "amt.png"} <= {p.name for p in Path(client.download_artifacts(
+        children["train-amt"].info.run_id, "curve", str(workdir / "curve"))).iterdir()}
     synth = children["synth"].data.metrics  # the manifest's own figures, not defaults
     manifest = json.loads((workdir / "t1" / "shards" / "manifest.json").read_text())
     assert synth["synth/clips"] == 16 and synth["synth/audio_seconds"] == pytest.approx(3600 * manifest["hours"])

@@ -133,3 +133,24 @@ def _box(n: Note):
     from matplotlib.patches import Rectangle
 
     return Rectangle((n.onset, n.pitch - 0.5), n.offset - n.onset, 1.0, fill=False, edgecolor="black", linewidth=0.8, zorder=3)
+
+
+CURVE_METRICS = (("val/loss", "validation loss"), ("val/note_f1", "note F"), ("val/sep_note_f1", "separated note F"))
+
+
+def learning_curve(history: list[dict], title: str, path: Path) -> Path:
+    """A training run's validation figures against the examples its branch has seen: the loss, and the
+    transcription figures where they were scored (train.score_valid_every), one panel each."""
+    plt = pyplot()
+    panels = [(key, label) for key, label in CURVE_METRICS if any(key in h for h in history)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        points = [(h["train/examples_seen"], h[key]) for h in history if key in h and "train/examples_seen" in h]
+        x, y = zip(*points) if points else ((), ())
+        ax.plot(x, [100 * v for v in y] if key != "val/loss" else y, marker="o", ms=3)
+        ax.set_xlabel("training examples seen")
+        ax.set_ylabel(label + (" (%)" if key != "val/loss" else ""))
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
