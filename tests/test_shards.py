@@ -106,3 +106,12 @@ def test_a_manifest_its_readers_would_refuse_is_never_written(tmp_path):
     with pytest.raises(MixscribeError, match="not a mixscribe manifest"):
         previous_manifest(fs, root)
     assert isinstance(Manifest.from_record({"schema_version": SCHEMA_VERSION, "num_clips": 0, "files": []}, "m"), Manifest)
+
+
+def test_inspect_summarises_a_set_no_renderer_wrote(tmp_path):
+    """A real-recording or chorale set records no FluidSynth version: inspect says what kind it is."""
+    from mixscribe.synth.inspect import summary
+
+    write_set(tmp_path, [["bach10", "bach10"]], kind="dataset")
+    text = summary(str(tmp_path))
+    assert f"schema         v{SCHEMA_VERSION}, mixscribe 0.1.0, dataset set" in text and "clips          2" in text
