@@ -252,6 +252,7 @@ def test_arms_are_compared_clip_by_clip_with_their_standard_error(tmp_path):
             w = csv.writer(f)
             w.writerow(["set", "clip", "k", "sep_note_f1"])
             w.writerows(["valid", f"clip-{i}", 2, v] for i, v in enumerate(values))
+            w.writerow(["valid", "solo", 1, 0.9 if arm == "a" else 0.1])  # one part: not a separation figure
     text = paired_comparison(cfg, tmp_path / "s")
     assert "Folds done: tim, opl3; not yet: fluidr3." in text
     assert "| tim | valid | +10.0 ± 5.8 (3) |" in text  # mean of (10, 0, 20), sd 10 / sqrt 3

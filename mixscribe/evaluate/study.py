@@ -170,12 +170,20 @@ def read_clip_rows(report: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(r["set"], r["clip"]): r for r in csv.DictReader(f)}
 
 
+# Figures of how notes are split into instruments: a one-part clip has one track whatever the encoder
+# does, so these compare arms on the clips of two or more parts only (else their zeros dilute a change).
+SEPARATION_METRICS = ("sep_note_f1", "sep_frame_f1", "cluster_purity", "cluster_ari", "register_est", "register_ref")
+
+
 def paired_difference(ref: dict, other: dict, metric: str, name: str) -> tuple[float, float, int]:
     """Mean of other - ref over the clips of set `name` both scored, its standard error, and the count:
-    clip by clip, so the arms' common difficulty cancels and the error is that of the change itself."""
+    clip by clip, so the arms' common difficulty cancels and the error is that of the change itself.
+    Separation figures count the clips of two or more parts only."""
     import numpy as np
 
-    keys = [k for k in ref if k[0] == name and k in other and ref[k].get(metric) and other[k].get(metric)]
+    min_k = 2 if metric in SEPARATION_METRICS else 1
+    keys = [k for k in ref if k[0] == name and k in other and ref[k].get(metric) and other[k].get(metric)
+            and int(ref[k].get("k") or 1) >= min_k]  # fmt: skip
     d = np.array([float(other[k][metric]) - float(ref[k][metric]) for k in keys])
     if d.size == 0:
         return float("nan"), float("nan"), 0
@@ -202,7 +210,7 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
                      for a in arms) if done else True  # fmt: skip
     missing = [f for f in cfg.holdout_families if f not in done]
     parts = [f"Paired changes from `{arms[0]}` (points; mean over the clips both arms scored ± its standard "
-             f"error, n clips). Folds done: {', '.join(done) or 'none'}"
+             f"error, n clips; separation figures on clips of two or more parts). Folds done: {', '.join(done) or 'none'}"
              + (f"; not yet: {', '.join(missing)}" if missing else "") + "."
              + ("" if same_audio else " The arms render their clips differently: pairs share a clip index, "
                                       "not the audio.") + "\n"]  # fmt: skip
