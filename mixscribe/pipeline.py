@@ -151,11 +151,9 @@ def _digest_form_of_evaluate(cfg) -> dict:
 
 
 def load_plan(spec: str, workers: int | None = None, num_clips: int | None = None) -> Plan:
-    from mixscribe.config import load_synth_config
+    from mixscribe.config import load_section, load_synth_config
     from mixscribe.evaluate.runner import load_eval_config
     from mixscribe.train.trainer import load_train_config
-
-    from mixscribe.config import load_section
 
     data = load_preset(spec)  # read once: every section comes from the same file
     pipeline = load_section(data, "pipeline", PipelineConfig, num_clips=num_clips)
