@@ -234,12 +234,7 @@ class SynthConfig(SelfChecking):
     render_resource: str = "render"
     max_draw_attempts: int = 6
 
-    def validate(self) -> None:
-        self.generator.validate()
-        self.render.validate()
-        self.splits.validate()
-        self.procedural.validate()
-        self.timbre.validate()
+    def validate(self) -> None:  # the nested configs checked themselves when built
         check_field(1 <= self.stems_min <= self.stems_max <= 8, "synth.stems_min", "needs 1 <= stems_min <= stems_max <= 8")
         bad = [p for p in self.programs if not 0 <= p <= 127]
         check_field(not bad, "synth.programs", f"GM programs must be 0..127, got {bad}")

@@ -221,11 +221,11 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
         head = ["held-out family", "set", *[f"{a} - {arms[0]}" for a in arms[1:]]]
         lines = [f"**{metric}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for fam in [*done, "all folds"]:
+            pooled = {arm: _pooled(rows, arm, done if fam == "all folds" else [fam]) for arm in arms}
             for name in sets:
                 cells = []
-                folds = done if fam == "all folds" else [fam]
                 for arm in arms[1:]:
-                    mean, se, n = paired_difference(_pooled(rows, arms[0], folds), _pooled(rows, arm, folds), metric, name)
+                    mean, se, n = paired_difference(pooled[arms[0]], pooled[arm], metric, name)
                     change = round(100 * mean, 1) + 0.0  # no "-0.0" for a change that rounds to nothing
                     cells.append("-" if n == 0 else f"{change:+.1f} ± {100 * se:.1f} ({n})"
                                  if np.isfinite(se) else f"{change:+.1f} ({n})")  # fmt: skip

@@ -115,9 +115,10 @@ class RemixConfig(SelfChecking):
         for everything else, so validation losses compare across remix settings."""
         return RemixConfig(crop_frames=self.crop_frames, k_weights=self.k_weights)
 
-    def validate(self, prefix: str = "train.remix.") -> None:
+    def validate(self) -> None:
         from mixscribe.config import check_field
 
+        prefix = "train.remix."  # where a preset sets it
         check_field(self.crop_frames >= 16, f"{prefix}crop_frames", "must be >= 16")
         check_field(len(self.k_weights) >= 1 and min(self.k_weights) >= 0 and sum(self.k_weights) > 0,
                     f"{prefix}k_weights", "needs non-negative weights for K = 1, 2, ...")  # fmt: skip
@@ -126,7 +127,6 @@ class RemixConfig(SelfChecking):
         check_field(0 <= self.same_family_prob <= 1, f"{prefix}same_family_prob", "must be in [0, 1]")
         check_field(0 <= self.register_match_prob <= 1, f"{prefix}register_match_prob", "must be in [0, 1]")
         check_field(self.register_semitones >= 0, f"{prefix}register_semitones", "must be >= 0")
-        self.augment.validate()
 
 
 def _median_pitch(notes: list[Note], stem: int) -> float:

@@ -72,8 +72,6 @@ class TrainConfig(SelfChecking):
         check_field(0 < self.data_cpus <= 64 and self.prefetch_batches >= 0, "train.data_cpus", "must be > 0")
         check_field(self.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "train.placement_strategy",
                "must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")  # fmt: skip
-        self.remix.validate()
-        self.model.validate()
 
 
 # Remix settings a preset's train: section once held directly: named in the error that points to
