@@ -352,7 +352,23 @@ def from_dict(cls: type[T], data: dict, prefix: str = "", base: T | None = None)
             kwargs[k] = from_dict(type(default), v, prefix=f"{prefix}{k}.", base=default)
         else:
             kwargs[k] = _coerce(v, hints[k], f"{prefix}{k}")
-    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(_named_in_full(str(exc), prefix)) from exc
+
+
+def _named_in_full(message: str, prefix: str) -> str:
+    """A nested config checks itself under its own section's name ('augment.p_reverb'); a preset sets it
+    under a longer path ('train.remix.augment.p_reverb'), and that path is what the user has to edit."""
+    lead = "config field "
+    if not (prefix and message.startswith(lead)):
+        return message
+    name, sep, why = message[len(lead):].partition(": ")
+    head, _, rest = name.partition(".")
+    if name.startswith(prefix) or not rest or head != prefix.rstrip(".").rsplit(".", 1)[-1]:
+        return message
+    return f"{lead}{prefix}{rest}{sep}{why}"
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -1,7 +1,10 @@
+import re
+
 import pytest
 import yaml
 
-from mixscribe.config import SynthConfig, available_presets, flatten, from_dict, load_synth_config, to_dict
+from mixscribe.config import (ModelConfig, SynthConfig, available_presets, flatten, from_dict, load_section,
+                              load_synth_config, to_dict)
 from mixscribe.errors import ConfigError
 
 
@@ -185,10 +188,24 @@ def test_the_train_section_holds_the_remix_settings_once(tmp_path):
     assert (encoder.remix.crop_frames, encoder.remix.same_family_prob) == (96, 0.5)  # merged, not replaced
     for section, message in (({"remix": {"gain_low": 2.0, "gain_high": 1.0}}, r"train\.remix\.gain_low"),
                              ({"crop_frames": 96}, r"train\.crop_frames: .* \(train\.remix\.crop_frames\)"),
-                             ({"remix": {"augment": {"p_reverb": 2}}}, r"augment\.p_reverb")):  # fmt: skip
+                             ({"remix": {"augment": {"p_reverb": 2}}}, r"field train\.remix\.augment\.p_reverb: ")):  # fmt: skip
         path.write_text(yaml.safe_dump({"train": section}))
         with pytest.raises(ConfigError, match=message):
             load_train_config(str(path))
+
+
+def test_an_invalid_nested_value_is_named_by_the_path_a_preset_sets_it_under(tmp_path):
+    """A nested config checks itself under its own name; the error must name what the user edits."""
+    for sections, name in (({"synth": {"generator": {"near_prob": 3}}}, "synth.generator.near_prob"),
+                           ({"synth": {"splits": {"fractions": {"train": -1}}}}, "synth.splits."),
+                           ({"evaluate": {"decode": {"onset_threshold": 3}}}, "evaluate.decode.onset_threshold"),
+                           ({"model": {"tau": 0}}, "model.tau")):  # fmt: skip
+        (section,) = sections
+        from mixscribe.evaluate.runner import EvalConfig
+
+        cls = {"synth": SynthConfig, "evaluate": EvalConfig, "model": ModelConfig}[section]
+        with pytest.raises(ConfigError, match=rf"^config field {re.escape(name)}"):
+            load_section(sections, section, cls)
 
 
 def test_the_evaluate_section_holds_the_decoding_once(tmp_path):

@@ -37,7 +37,7 @@ class DecodeParams:
         for name in LIMITS:
             why = out_of_range(name, getattr(self, name))
             if why:
-                raise ConfigError(f"decode.{name}: {why}")
+                raise ConfigError(f"config field decode.{name}: {why}")
 
 
 # The values a caller may set, each with its valid range (finite, and this test): DecodeParams checks
