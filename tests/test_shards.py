@@ -31,7 +31,6 @@ def write_set(root, splits_per_shard: list[list[str]], kind: str = "chorales") -
         clips = [tone_clip(n + j, s) for j, s in enumerate(splits)]
         n += len(clips)
         info = write_shard(fs, f"{path}/clips", shard, clips_to_table(clips))
-        info["path"] = f"clips/{info['path'].rsplit('/', 1)[-1]}"
         files.append(info)
     rows: dict[str, int] = {}
     for splits in splits_per_shard:

@@ -220,7 +220,6 @@ def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
         clips = render_chorale(name, i, cfg, renderer, voices)
         generated |= {s.preset_name: s.instrument_params for c in clips for s in c.stems if s.instrument_params}
         info = write_shard(fs, f"{root}/{CLIPS_DIR}", i, clips_to_table(clips))
-        info["path"] = f"{CLIPS_DIR}/{info['path'].rsplit('/', 1)[-1]}"
         files.append(info)
         log(f"  {name}: {len(clips)} mixtures")
     manifest = {

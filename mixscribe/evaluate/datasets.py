@@ -383,7 +383,6 @@ def build_dataset_set(name: str, home: str | Path, out: str, sizes: tuple[int, .
         if not clips:
             continue
         info = write_shard(fs, f"{root}/{CLIPS_DIR}", i, clips_to_table(clips))
-        info["path"] = f"{CLIPS_DIR}/{info['path'].rsplit('/', 1)[-1]}"
         files.append(info)
         log(f"  {name} {piece.name}: {len(clips)} mixtures")
     count = sum(len(f["ids"]) for f in files)

@@ -108,16 +108,16 @@ SUMMARY_SCHEMA = pa.schema(
 
 
 def write_shard(fs: pafs.FileSystem, out_dir: str, start: int, table: pa.Table) -> dict:
-    """Write one shard atomically (temporary name, then rename) and describe it for the manifest."""
+    """Write one shard atomically (temporary name, then rename) into out_dir, a set's clips folder, and
+    describe it for the manifest, whose paths are relative to the set (so a set can be moved or copied)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", compression_level=1)
     data = sink.getvalue().to_pybytes()
-    path = f"{out_dir}/{shard_name(start)}"
-    atomic_write_bytes(fs, path, data)
+    atomic_write_bytes(fs, f"{out_dir}/{shard_name(start)}", data)
     notes = table.column("notes").to_pylist()
     return {
         "start": start,
-        "path": path,
+        "path": f"{CLIPS_DIR}/{shard_name(start)}",
         "ids": table.column("id").to_pylist(),
         "splits": table.column("split").to_pylist(),
         "stems": sum(len({n["stem"] for n in ns}) for ns in notes),  # every stem has notes
@@ -389,7 +389,7 @@ def _summarise(summaries: list[dict]) -> dict:
     splits = Counter(x for s in summaries for x in s["splits"])
     dropped = Counter(x for s in summaries for x in s["dropped"])
     files = [
-        {"path": f"{CLIPS_DIR}/{shard_name(s['start'])}", "rows": len(s["ids"]), "first_id": s["ids"][0],
+        {"path": s["path"], "rows": len(s["ids"]), "first_id": s["ids"][0],
          "last_id": s["ids"][-1], "sha256": s["sha256"]}  # fmt: skip
         for s in summaries
     ]
