@@ -66,9 +66,15 @@ class GeneratorConfig(SelfChecking):
     # split does. 0 keeps every stem in its program's whole range, and the draws as they were.
     shared_register_prob: float = 0.0
     register_window: int = 19  # semitones of the shared window (an octave and a fifth)
+    # Share of *training* clips whose stems ignore their programs' ranges and play anywhere in MIDI
+    # 24..107, as the paper's generator has every stem do: there pitch tells no stem from another, so a
+    # timbre encoder cannot learn register for timbre. Validation and held-out splits keep the ranges
+    # real parts have, so every arm is scored on the same music. 0 keeps the draws as they were.
+    whole_range_prob: float = 0.0
 
     def validate(self) -> None:
         check_field(self.clip_frames >= 32, "generator.clip_frames", "must be >= 32")
+        check_field(0 <= self.whole_range_prob <= 1, "generator.whole_range_prob", "must be in [0, 1]")
         check_field(0 <= self.shared_register_prob <= 1, "generator.shared_register_prob", "must be in [0, 1]")
         check_field(7 <= self.register_window <= 48, "generator.register_window", "must be in [7, 48] semitones")
         check_field(len(self.octave_weights) == 7, "generator.octave_weights", "needs 7 weights")

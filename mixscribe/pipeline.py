@@ -23,7 +23,8 @@ STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "
 OUTPUT_TAG = "mixscribe.output"
 BRANCHES = ("amt", "encoder")
 FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"),
-                      "train": ("gain_low", "gain_high", "noise_std", "score_valid_every")}
+                      "train": ("gain_low", "gain_high", "noise_std", "score_valid_every"),
+                      "synth": ("generator.whole_range_prob",)}
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,16 @@ class Plan:
         data = self.as_dict()
         data["evaluate"] = _digest_form_of_evaluate(self.evaluate)
         data["train"] = _digest_form_of_train(self.train)
-        defaults = {"pipeline": to_dict(type(self.pipeline)()), "train": _digest_form_of_train(type(self.train)())}
+        defaults = {"pipeline": to_dict(type(self.pipeline)()), "train": _digest_form_of_train(type(self.train)()),
+                    "synth": to_dict(type(self.synth)())}  # fmt: skip
         for section, names in FIELDS_ADDED_LATER.items():
             for name in names:
-                if data[section][name] == defaults[section][name]:
-                    data[section].pop(name)
+                *parents, leaf = name.split(".")
+                here, default = data[section], defaults[section]
+                for parent in parents:
+                    here, default = here[parent], default[parent]
+                if here[leaf] == default[leaf]:
+                    here.pop(leaf)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -62,6 +62,38 @@ def test_shared_register_prob_windows_some_clips_and_leaves_the_others_as_they_w
     assert kept >= 1 and windowed >= 1
 
 
+def outside_program_range(clip) -> int:
+    """Notes a stem plays beyond its GM program's range."""
+    count = 0
+    for i, stem in enumerate(clip.stems):
+        low, high = program_range(stem.gm_program)
+        count += sum(not low <= n.pitch <= high for n in clip.notes if n.stem == i)
+    return count
+
+
+def test_whole_range_training_clips_ignore_program_ranges_and_validation_keeps_them():
+    """whole_range_prob: a share of training clips plays every stem anywhere (the paper's generator);
+    the other training clips are byte for byte those of the default data, and validation never changes."""
+    plain, _ = maker({"train": 1.0})
+    whole, _ = maker({"train": 1.0}, whole_range_prob=0.5)
+    kept = freed = 0
+    for i in range(10):
+        plain.renderer.restart()
+        whole.renderer.restart()
+        before, after = plain.make(i), whole.make(i)
+        assert outside_program_range(before) == 0
+        if after.notes == before.notes:
+            kept += 1
+            assert [s.pcm.tobytes() for s in after.stems] == [s.pcm.tobytes() for s in before.stems]
+        else:
+            freed += outside_program_range(after) > 0
+    assert kept >= 1 and freed >= 1
+    always, _ = maker({"train": 1.0}, whole_range_prob=1.0)
+    assert sum(outside_program_range(always.make(i)) > 0 for i in range(6)) >= 4
+    valid, _ = maker({"valid": 1.0}, whole_range_prob=1.0)
+    assert all(outside_program_range(valid.make(i)) == 0 for i in range(4))
+
+
 def test_register_window_is_validated():
     from mixscribe.errors import ConfigError
 
@@ -70,6 +102,8 @@ def test_register_window_is_validated():
         dataclasses.replace(cfg.generator, shared_register_prob=1.5).validate()
     with pytest.raises(ConfigError, match="generator.register_window"):
         dataclasses.replace(cfg.generator, register_window=3).validate()
+    with pytest.raises(ConfigError, match="generator.whole_range_prob"):
+        dataclasses.replace(cfg.generator, whole_range_prob=-0.1)
 
 
 def test_pair_summary_and_table():

@@ -217,11 +217,15 @@ def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
     assert varied.train == without.train and varied.evaluate == without.evaluate
     assert dataclasses.replace(varied.synth, timbre=without.synth.timbre) == without.synth
     assert varied.synth.splits.holdout_sf_family == "fluidr3" and "same-register" in varied.evaluate.sets
-    for plan in (without, varied, coloured):  # new encoders on the shipped AMT branch, as in the register study
+    for plan in plans.values():  # new encoders on the shipped AMT branch, as in the register study
         assert plan.pipeline.init_checkpoint == "default" and plan.pipeline.init_branches == ("amt",)
         assert plan.pipeline.train_stages == ("encoder",) and plan.train_for("encoder").epochs == 8
-    assert load_study("mixscribe/presets/study-timbre.yaml").folds()[:3] == [
-        ("without", "tim"), ("varied", "tim"), ("coloured", "tim")]
+    whole = plans["whole-range"]
+    assert (without.synth.generator.whole_range_prob, whole.synth.generator.whole_range_prob) == (0.0, 1.0)
+    assert dataclasses.replace(whole.synth, generator=without.synth.generator) == without.synth
+    assert whole.train == without.train and whole.evaluate == without.evaluate
+    assert load_study("mixscribe/presets/study-timbre.yaml").folds()[:4] == [
+        ("without", "tim"), ("whole-range", "tim"), ("varied", "tim"), ("coloured", "tim")]
 
 
 def test_fresh_encoder_register_study_trains_new_encoders_on_the_shipped_amt_branch(tmp_path):

@@ -101,7 +101,7 @@ class ClipMaker:
         self.pools = build_pools(cfg, entries, renderer)
 
     def _draw(self, rng: np.random.Generator, pool: list[Candidate], taken: list[Candidate],
-              tried: set[Candidate], window: tuple[int, int] | None = None) -> Candidate | None:  # fmt: skip
+              tried: set[Candidate], window: tuple[int, int] | None = None, ranges: bool = True) -> Candidate | None:  # fmt: skip
         used_programs = {c.gm_program for c in taken}
         used_families = {c.gm_family for c in taken}
         options = [
@@ -110,7 +110,7 @@ class ClipMaker:
             if c not in tried
             and c.gm_program not in used_programs
             and not (self.cfg.distinct_gm_family and c.gm_family in used_families)
-            and (window is None or self._fits(c, window))
+            and (window is None or self._fits(c, window, ranges))
         ]
         share = self.cfg.procedural.share
         if share > 0 and self.cfg.procedural.enabled:
@@ -120,19 +120,29 @@ class ClipMaker:
                 options = generated if rng.random() < share else sampled
         return options[int(rng.integers(len(options)))] if options else None
 
-    def _fits(self, cand: Candidate, window: tuple[int, int]) -> bool:
+    def _fits(self, cand: Candidate, window: tuple[int, int], ranges: bool) -> bool:
         """Whether the program can play at least half of the shared window."""
-        low, high = program_range(cand.gm_program, self.cfg.generator.use_program_ranges)
+        low, high = program_range(cand.gm_program, ranges)
         return min(high, window[1]) - max(low, window[0]) >= (window[1] - window[0]) // 2
 
-    def _shared_window(self, index: int, split: str, first: Candidate) -> tuple[int, int] | None:
+    def _keeps_program_ranges(self, index: int, split: str) -> bool:
+        """Whether this clip's stems play within their programs' ranges, or (a share of training clips,
+        generator.whole_range_prob) anywhere. Drawn from a stream of its own: other clips keep their draws."""
+        gen = self.cfg.generator
+        if not gen.use_program_ranges:
+            return False
+        if split != "train" or gen.whole_range_prob <= 0:
+            return True
+        return not clip_rng(self.cfg.seed, index, 3).random() < gen.whole_range_prob
+
+    def _shared_window(self, index: int, split: str, first: Candidate, ranges: bool) -> tuple[int, int] | None:
         """The clip's shared pitch window, placed inside the first stem's range, or None (each stem in
         its own range). Drawn from a stream of its own: clips without one keep their old draws."""
         gen = self.cfg.generator
         rng = clip_rng(self.cfg.seed, index, 2)
         if split != "same-register" and not rng.random() < gen.shared_register_prob:
             return None
-        low, high = program_range(first.gm_program, gen.use_program_ranges)
+        low, high = program_range(first.gm_program, ranges)
         width = min(gen.register_window, high - low)
         lo = int(rng.integers(low, high - width + 1))
         return lo, lo + width
@@ -158,15 +168,16 @@ class ClipMaker:
         dropped: list[DroppedStem] = []
         taken: list[Candidate] = []
         tried: set[Candidate] = set()
+        ranges = self._keeps_program_ranges(index, split)
         for k in range(n_stems):
             for attempt in range(cfg.max_draw_attempts):
-                cand = self._draw(pick, self.pools[split], taken, tried, window)
+                cand = self._draw(pick, self.pools[split], taken, tried, window, ranges)
                 if cand is None:
                     break
                 tried.add(cand)
-                low, high = program_range(cand.gm_program, gen.use_program_ranges)
+                low, high = program_range(cand.gm_program, ranges)
                 if not stems:
-                    window = self._shared_window(index, split, cand)
+                    window = self._shared_window(index, split, cand, ranges)
                 if window is not None:
                     low, high = max(low, window[0]), min(high, window[1])
                 perf = generate_performance(gen, low, high, clip_rng(cfg.seed, index, 100 + 16 * k + attempt))
