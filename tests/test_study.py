@@ -269,6 +269,14 @@ def test_arms_are_compared_clip_by_clip_with_their_standard_error(tmp_path):
     assert "| **all folds** | valid | +6.0 ± 5.1 (5) |" in text  # (10, 0, 20, -10, 10): sd 11.4 / sqrt 5
     r = run_cli("study", str(_write_study(tmp_path, cfg)), "--workdir", str(tmp_path), "--summary")
     assert r.returncode == 0 and "| tim | valid | +10.0 ± 5.8 (3) |" in r.stdout, r.stderr
+    # a third arm run on one fold only: its fold is compared, the others' cells are empty
+    cfg = dataclasses.replace(cfg, arms={**cfg.arms, "c": {"train": {"epochs": 4}}})
+    report = tmp_path / "s" / pipeline_name(cfg, "c", "tim") / "report"
+    report.mkdir(parents=True)
+    (report / "clips.csv").write_text("set,clip,k,sep_note_f1\nvalid,clip-0,2,0.8\n")
+    text = paired_comparison(cfg, tmp_path / "s")
+    assert "Folds done: tim, opl3 (arms not yet run: c); not yet: fluidr3." in text
+    assert "| tim | valid | +10.0 ± 5.8 (3) | +30.0 (1) |" in text and "| opl3 | valid | +0.0 ± 10.0 (2) | - |" in text
 
 
 def _write_study(tmp_path, cfg: StudyConfig):

@@ -200,17 +200,20 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
     """Markdown: each arm's change from the first, clip by clip on the clips both scored, with its
     standard error, per held-out family and set and pooled over the folds done so far. The arms of a fold
     share their evaluation clips when their synth settings agree (same seeds, same audio); otherwise the
-    pairing is by clip index only and the table says so. Folds whose reports are missing are listed."""
+    pairing is by clip index only and the table says so. A fold counts once the first arm and any other
+    are done (a study stopped mid-fold still compares what it ran); arms and folds not yet run are listed."""
     import numpy as np
 
     arms = list(cfg.arms)
     rows = {(a, f): read_clip_rows(root / pipeline_name(cfg, a, f) / "report") for a in arms for f in cfg.holdout_families}
-    done = [f for f in cfg.holdout_families if all(rows[a, f] for a in arms)]
+    done = [f for f in cfg.holdout_families if rows[arms[0], f] and any(rows[a, f] for a in arms[1:])]
     same_audio = all(fold_config(cfg, done[0], a)["synth"] == fold_config(cfg, done[0], arms[0])["synth"]
                      for a in arms) if done else True  # fmt: skip
     missing = [f for f in cfg.holdout_families if f not in done]
+    labels = [f + (f" (arms not yet run: {', '.join(a for a in arms if not rows[a, f])})"
+                   if not all(rows[a, f] for a in arms) else "") for f in done]  # fmt: skip
     parts = [f"Paired changes from `{arms[0]}` (points; mean over the clips both arms scored ± its standard "
-             f"error, n clips; separation figures on clips of two or more parts). Folds done: {', '.join(done) or 'none'}"
+             f"error, n clips; separation figures on clips of two or more parts). Folds done: {', '.join(labels) or 'none'}"
              + (f"; not yet: {', '.join(missing)}" if missing else "") + "."
              + ("" if same_audio else " The arms render their clips differently: pairs share a clip index, "
                                       "not the audio.") + "\n"]  # fmt: skip
