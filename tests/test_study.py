@@ -279,6 +279,45 @@ def test_arms_are_compared_clip_by_clip_with_their_standard_error(tmp_path):
     assert "| tim | valid | +10.0 ± 5.8 (3) | +30.0 (1) |" in text and "| opl3 | valid | +0.0 ± 10.0 (2) | - |" in text
 
 
+def test_finished_folds_are_kept_in_the_working_folders_layout_and_never_overwritten(tmp_path):
+    """--keep copies what the comparisons read (clips, summary, metrics, curves, the fold's config) of
+    finished pipelines only; --summary then reads the kept copy alone; a kept file that differs is an
+    error naming it, and an unchanged one is not rewritten."""
+    from mixscribe.evaluate.study import pipeline_name
+
+    cfg = StudyConfig(name="s", base="tiny", holdout_families=("tim", "opl3"), metric="sep_note_f1",
+                      compare_metrics=("sep_note_f1",), arms={"a": {}, "b": {"train": {"epochs": 3}}})  # fmt: skip
+    work = tmp_path / "work" / "s"
+    for arm, fam, score in (("a", "tim", 0.5), ("b", "tim", 0.7)):
+        pipe = work / pipeline_name(cfg, arm, fam)
+        (pipe / "report").mkdir(parents=True)
+        (pipe / "curves").mkdir()
+        (pipe / "report" / "clips.csv").write_text(f"set,clip,k,sep_note_f1\nvalid,c0,2,{score}\n")
+        for name in ("summary.md", "metrics.json"):
+            (pipe / "report" / name).write_text(f"{arm} {name}")
+        (pipe / "report" / "tsne_embeddings.png").write_bytes(b"big")
+        (pipe / "curves" / "encoder.csv").write_text("epoch\n0\n")
+        (work / "folds").mkdir(exist_ok=True)
+        (work / "folds" / f"{arm}-{fam}.yaml").write_text(f"arm: {arm}\n")
+    (work / pipeline_name(cfg, "a", "opl3") / "models").mkdir(parents=True)  # started, not finished
+    study = _write_study(tmp_path, cfg)
+    r = run_cli("study", str(study), "--workdir", str(tmp_path / "work"), "--keep", str(tmp_path / "kept"))
+    assert r.returncode == 0 and "kept 10 new file(s)" in r.stdout, r.stderr
+    kept = tmp_path / "kept" / "s"
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == sorted(
+        [f"{pipeline_name(cfg, a, 'tim')}/{f}" for a in "ab" for f in
+         ("report/clips.csv", "report/summary.md", "report/metrics.json", "curves/encoder.csv")]
+        + ["folds/a-tim.yaml", "folds/b-tim.yaml"])  # fmt: skip
+    r = run_cli("study", str(study), "--workdir", str(tmp_path / "kept"), "--summary")
+    assert r.returncode == 0 and "| tim | valid | +20.0 (1) |" in r.stdout, r.stderr
+    r = run_cli("study", str(study), "--workdir", str(tmp_path / "work"), "--keep", str(tmp_path / "kept"))
+    assert r.returncode == 0 and "kept 0 new file(s)" in r.stdout
+    (work / pipeline_name(cfg, "b", "tim") / "report" / "clips.csv").write_text("set,clip,k,sep_note_f1\n")
+    r = run_cli("study", str(study), "--workdir", str(tmp_path / "work"), "--keep", str(tmp_path / "kept"))
+    assert r.returncode != 0 and "clips.csv: already kept with other contents" in r.stderr
+    assert "0.7" in (kept / pipeline_name(cfg, "b", "tim") / "report" / "clips.csv").read_text()
+
+
 def _write_study(tmp_path, cfg: StudyConfig):
     import yaml
 

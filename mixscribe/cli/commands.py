@@ -393,9 +393,14 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name
 def _cmd_study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mixscribe.evaluate.study import load_study, paired_comparison, run_study
+    from mixscribe.evaluate.study import keep_results, load_study, paired_comparison, run_study
 
     cfg = load_study(args.config)
+    if args.keep:
+        kept = keep_results(cfg, Path(args.workdir).resolve() / cfg.name, Path(args.keep).resolve() / cfg.name)
+        print(f"kept {len(kept)} new file(s) under {Path(args.keep) / cfg.name}")
+        if not args.summary:
+            return 0
     if args.summary:
         if not cfg.arms:
             from mixscribe.errors import MixscribeError

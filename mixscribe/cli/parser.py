@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML with a study: section (e.g. mixscribe/presets/study-loo.yaml)")
     p.add_argument("--summary", action="store_true",
                    help="run nothing: print the arms' paired changes over the folds finished so far")  # fmt: skip
+    p.add_argument("--keep", metavar="DIR", default=None,
+                   help="run nothing: copy the finished folds' per-clip reports, learning curves and configs to "
+                        "DIR/STUDY (e.g. docs/studies), which --summary --workdir DIR then reads")  # fmt: skip
     p.add_argument("--workdir", default="out", help="outputs and MLflow store under WORKDIR/STUDY (default: out)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the base config's)")
 

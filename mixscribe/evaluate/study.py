@@ -238,6 +238,42 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
     return "\n".join(parts)
 
 
+# What a study's comparisons read of a finished pipeline (plus its learning curves and fold config).
+KEPT_FILES = ("report/clips.csv", "report/summary.md", "report/metrics.json")
+
+
+def keep_results(cfg: StudyConfig, root: Path, dest: Path) -> list[Path]:
+    """Copy what the comparisons read of every finished arm and fold from the working folder `root` to
+    `dest`, in the same layout (so `--summary` reads either): a working folder of shards and checkpoints
+    does not outlive its machine, the figures quoted from it must. A file already kept with other
+    contents is an error naming it, never overwritten; one kept with the same contents is left alone.
+    Returns the files written."""
+    import shutil
+
+    from mixscribe.fsio import atomic_local_write
+
+    plans = []
+    for arm, fam in cfg.folds():
+        name = pipeline_name(cfg, arm, fam)
+        if not (root / name / KEPT_FILES[0]).is_file():
+            continue  # not finished
+        files = [*KEPT_FILES, *(f"curves/{p.name}" for p in sorted((root / name / "curves").glob("*.csv")))]
+        plans += [(root / name / f, dest / name / f) for f in files]
+        config = Path("folds") / f"{fold_label(arm, fam).replace('/', '-')}.yaml"
+        if (root / config).is_file():
+            plans.append((root / config, dest / config))
+    for source, target in plans:
+        if target.is_file() and target.read_bytes() != source.read_bytes():
+            raise MixscribeError(f"{target}: already kept with other contents than {source}; move it away to "
+                                 "keep the new one")  # fmt: skip
+    written = []
+    for source, target in plans:
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written.append(atomic_local_write(target, lambda tmp, s=source: shutil.copyfile(s, tmp)))
+    return written
+
+
 def decision(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) -> str:
     """The arm with the best mean over the rotation of the study's metric on the unseen-SoundFont sets:
     the rule that decides, read from every held-out family at once rather than from one set."""
