@@ -120,8 +120,9 @@ def test_pipeline_datasets_are_checked(tmp_path):
 
 
 def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
-    """A pipeline started before a setting existed (init_branches, datasets, the remix gains and noise)
-    resumes after an upgrade: at their defaults they are not part of the digest; set, they are."""
+    """A pipeline started before a setting existed (init_branches, datasets, the remix gains and noise,
+    whole-range training stems) resumes after an upgrade: at their defaults they are not part of the
+    digest; set, they are."""
     import hashlib
     import json
 
@@ -133,6 +134,7 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     before["train"] |= before["train"].pop("remix")  # the remix settings as the section once held them, inline
     del before["train"]["gain_low"], before["train"]["gain_high"], before["train"]["noise_std"]
     del before["train"]["score_valid_every"]
+    del before["synth"]["generator"]["whole_range_prob"]
     # the evaluate section as it was: these decoding settings inline, none of DecodeParams' others
     decode = before["evaluate"].pop("decode")
     before["evaluate"] |= {k: decode[k] for k in ("onset_threshold", "frame_threshold", "k_sharpness", "k_model",
@@ -150,6 +152,9 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     fresh.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default", "init_branches": ["amt"]}}))
     continued.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "default"}}))
     assert load_plan(str(fresh)).digest() != load_plan(str(continued)).digest()
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(yaml.safe_dump({"synth": {"generator": {"whole_range_prob": 1.0}}}))
+    assert load_plan(str(whole)).digest() != plan.digest()
 
 
 def test_the_model_runs_at_the_record_schemas_rate_and_hop():
