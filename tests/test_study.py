@@ -263,7 +263,7 @@ def test_arms_are_compared_clip_by_clip_with_their_standard_error(tmp_path):
             w.writerows(["valid", f"clip-{i}", 2, v] for i, v in enumerate(values))
             w.writerow(["valid", "solo", 1, 0.9 if arm == "a" else 0.1])  # one part: not a separation figure
     text = paired_comparison(cfg, tmp_path / "s")
-    assert "Folds done: tim, opl3; not yet: fluidr3." in text
+    assert "Folds done: tim, opl3; not yet: fluidr3." in text and "not the audio" not in text
     assert "| tim | valid | +10.0 ± 5.8 (3) |" in text  # mean of (10, 0, 20), sd 10 / sqrt 3
     assert "| opl3 | valid | +0.0 ± 10.0 (2) |" in text
     assert "| **all folds** | valid | +6.0 ± 5.1 (5) |" in text  # (10, 0, 20, -10, 10): sd 11.4 / sqrt 5
@@ -277,6 +277,11 @@ def test_arms_are_compared_clip_by_clip_with_their_standard_error(tmp_path):
     text = paired_comparison(cfg, tmp_path / "s")
     assert "Folds done: tim, opl3 (arms not yet run: c); not yet: fluidr3." in text
     assert "| tim | valid | +10.0 ± 5.8 (3) | +30.0 (1) |" in text and "| opl3 | valid | +0.0 ± 10.0 (2) | - |" in text
+    # arms that change training clips only score the same audio; one that changes every split does not
+    train_only = {"whole": {"synth": {"generator": {"whole_range_prob": 1.0}}}, "varied": {"synth": {"timbre": {"prob": 0.5}}}}
+    assert "not the audio" not in paired_comparison(dataclasses.replace(cfg, arms={**cfg.arms, **train_only}), tmp_path / "s")
+    lines = {"lines": {"synth": {"generator": {"line_prob": 0.5}}}}
+    assert "pairs share a clip index, not the audio" in paired_comparison(dataclasses.replace(cfg, arms={**cfg.arms, **lines}), tmp_path / "s")
 
 
 def test_finished_folds_are_kept_in_the_working_folders_layout_and_never_overwritten(tmp_path):

@@ -196,6 +196,20 @@ def _pooled(rows: dict, arm: str, folds: list[str]) -> dict:
     return {(name, f"{fam}/{clip}"): r for fam in folds for (name, clip), r in rows[arm, fam].items()}
 
 
+def _scored_audio(fold: dict):
+    """The synth settings that shape the clips an evaluation scores: those that change training clips
+    only (whole-range stems, timbre variation confined to `train`) left out, so arms that differ only
+    in those are known to score the same audio."""
+    import dataclasses
+
+    from mixscribe.config import SynthConfig, TimbreConfig, load_section
+
+    synth = load_section(fold, "synth", SynthConfig)
+    timbre = synth.timbre if synth.timbre.prob > 0 and set(synth.timbre.splits) - {"train"} else TimbreConfig()
+    return dataclasses.replace(synth, generator=dataclasses.replace(synth.generator, whole_range_prob=0.0),
+                               timbre=timbre)  # fmt: skip
+
+
 def paired_comparison(cfg: StudyConfig, root: Path) -> str:
     """Markdown: each arm's change from the first, clip by clip on the clips both scored, with its
     standard error, per held-out family and set and pooled over the folds done so far. The arms of a fold
@@ -207,7 +221,7 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
     arms = list(cfg.arms)
     rows = {(a, f): read_clip_rows(root / pipeline_name(cfg, a, f) / "report") for a in arms for f in cfg.holdout_families}
     done = [f for f in cfg.holdout_families if rows[arms[0], f] and any(rows[a, f] for a in arms[1:])]
-    same_audio = all(fold_config(cfg, done[0], a)["synth"] == fold_config(cfg, done[0], arms[0])["synth"]
+    same_audio = all(_scored_audio(fold_config(cfg, done[0], a)) == _scored_audio(fold_config(cfg, done[0], arms[0]))
                      for a in arms) if done else True  # fmt: skip
     missing = [f for f in cfg.holdout_families if f not in done]
     labels = [f + (f" (arms not yet run: {', '.join(a for a in arms if not rows[a, f])})"
