@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", metavar="DIR", default=None,
                    help="run nothing: copy the finished folds' per-clip reports, learning curves and configs to "
                         "DIR/STUDY (e.g. docs/studies), which --summary --workdir DIR then reads")  # fmt: skip
+    p.add_argument("--arms", nargs="+", metavar="ARM", default=None,
+                   help="run only these arms' folds (default: all); other finished folds still count")  # fmt: skip
+    p.add_argument("--families", nargs="+", metavar="FAMILY", default=None,
+                   help="run only the folds holding out these families (default: all)")  # fmt: skip
     p.add_argument("--workdir", default="out", help="outputs and MLflow store under WORKDIR/STUDY (default: out)")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the base config's)")
 

@@ -49,6 +49,29 @@ class StudyConfig(SelfChecking):
         return [(arm, fam) for fam in self.holdout_families for arm in (list(self.arms) or [""])]
 
 
+def selected_folds(cfg: StudyConfig, arms: list[str] | None = None,
+                   families: list[str] | None = None) -> list[tuple[str, str]]:  # fmt: skip
+    """The folds of some arms and held-out families only (every one where None), in the study's order:
+    a study's folds can take longer than one machine is held, and the ones that decide come first. A name
+    the study does not have is an error naming the flag, before any work."""
+    known = {"--arms": list(cfg.arms), "--families": list(cfg.holdout_families)}
+    for flag, asked in (("--arms", arms), ("--families", families)):
+        unknown = [x for x in asked or () if x not in known[flag]]
+        if unknown:
+            has = ", ".join(known[flag]) or "no arms"
+            raise MixscribeError(f"{flag}: {', '.join(unknown)} not in study {cfg.name!r} (it has {has})")
+    return [(a, f) for a, f in cfg.folds() if (not arms or a in arms) and (not families or f in families)]
+
+
+def finished_fold_metrics(root: Path, name: str) -> dict[str, float] | None:
+    """A finished pipeline's summary figures, read from its report (None when it has none), so that folds
+    left out of this run still count in the matrix and the comparisons."""
+    import json
+
+    path = root / name / "report" / "metrics.json"
+    return json.loads(path.read_text())["summary"] if path.is_file() else None
+
+
 def fold_label(arm: str, family: str) -> str:
     """A matrix row and MLflow key part: the family, or arm/family."""
     return f"{arm}/{family}" if arm else family
@@ -135,11 +158,17 @@ def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) 
     """Markdown: per metric, held-out family and set, each arm's figure and its change from the first
     arm, then the same for the seen-vs-unseen gap."""
     arms = list(cfg.arms)
-    parts = [f"Arm comparison (all K; change from `{arms[0]}`, in points).\n"]
+    families = [f for f in cfg.holdout_families if all(fold_label(a, f) in fold_metrics for a in arms)]
+    if not families:
+        return "Arm comparison: no held-out family has figures of every arm yet.\n"
+    # Means over the same families for every arm, or a family one arm lacks would tilt the decision.
+    fold_metrics = {fold_label(a, f): fold_metrics[fold_label(a, f)] for a in arms for f in families}
+    parts = [f"Arm comparison (all K; change from `{arms[0]}`, in points; held-out families with every arm: "
+             f"{', '.join(families)}).\n"]
     for metric in cfg.compare_metrics:
         head = ["held-out family", "set", *arms, *[f"{a} - {arms[0]}" for a in arms[1:]]]
         lines = [f"**{metric}** (%)\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for fam in cfg.holdout_families:
+        for fam in families:
             matrices = {a: matrix_from_metrics({fam: fold_metrics[fold_label(a, fam)]}, metric) for a in arms}
             sets = matrices[arms[0]].sets
             for name in [*sets, "gap"]:
@@ -320,7 +349,10 @@ def heatmap(matrix: Matrix, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None, log=print) -> Matrix:
+def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None, log=print,
+              arms: list[str] | None = None, families: list[str] | None = None) -> Matrix:  # fmt: skip
+    """Run (or resume) the study's folds, or only those of `arms` and `families`; the matrix and the
+    comparisons also read every other fold already finished."""
     import yaml
 
     from mixscribe import tracking
@@ -328,6 +360,7 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
     from mixscribe.pipeline import run_pipeline
     from mixscribe.raycluster import init_ray
 
+    chosen = selected_folds(cfg, arms, families)
     root = Path(workdir).resolve() / cfg.name
     (root / "folds").mkdir(parents=True, exist_ok=True)
     init_ray()
@@ -344,6 +377,12 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
     with tracking.lifecycle(mlf, sid):
         for arm, fam in cfg.folds():
             label = fold_label(arm, fam)
+            if (arm, fam) not in chosen:
+                figures = finished_fold_metrics(root, pipeline_name(cfg, arm, fam))
+                log(f"fold {label}: not chosen this run; " + ("its finished figures are read" if figures else "not run yet"))
+                if figures:
+                    fold_metrics[label] = figures
+                continue
             path = root / "folds" / f"{label.replace('/', '-')}.yaml"
             text = yaml.safe_dump(fold_config(cfg, fam, arm), sort_keys=False)
             atomic_local_write(path, lambda tmp, text=text: tmp.write_text(text))
