@@ -59,6 +59,7 @@ bench: setup
 	$(BIN)/python benchmarks/transcribe_speed.py
 	$(BIN)/python benchmarks/frontend_speed.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/ray_data_pacing.py
 	$(BIN)/python benchmarks/procedural_throughput.py
 	$(BIN)/python benchmarks/cluster_scaling.py
 

@@ -66,10 +66,13 @@ def init_ray(num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if in_ray_job():
         ray.init(log_to_driver=True)  # a job's log is what `ray job logs` shows: keep the workers' output there
+        pace_ray_data_scheduler()  # the job's workers have it from the job's runtime env (mixscribe submit)
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"py_modules": [PACKAGE_DIR]}, log_to_driver=verbose_logs())
+        ray.init(address=address, runtime_env={"py_modules": [PACKAGE_DIR], "worker_process_setup_hook": SETUP_HOOK},
+                 log_to_driver=verbose_logs())  # fmt: skip
+        pace_ray_data_scheduler()
         return
     _single_machine_ray()
     _require_token_auth()
@@ -79,11 +82,12 @@ def init_ray(num_cpus: int | None = None) -> None:
         num_cpus=num_cpus,
         include_dashboard=False,
         _temp_dir=temp_dir,
-        runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(PACKAGE_DIR)}},
+        runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(PACKAGE_DIR)}, "worker_process_setup_hook": SETUP_HOOK},
         log_to_driver=verbose_logs(),  # workers' output stays in the session's log folder unless --verbose
         configure_logging=True,
         logging_level="INFO",
     )
+    pace_ray_data_scheduler()
     global _LOCAL_TEMP_DIR
     _LOCAL_TEMP_DIR = temp_dir
     node_ip = ray.util.get_node_ip_address()
@@ -106,6 +110,53 @@ def local_session_logs() -> str | None:
         return os.path.join(_LOCAL_TEMP_DIR, ray.get_runtime_context().get_session_name(), "logs")
     except Exception:  # Ray already shut down: the latest session is this one's unless another run started since
         return os.path.join(_LOCAL_TEMP_DIR, "session_latest", "logs")
+
+
+# Ray Data's scheduling loop runs at most this often (seconds per step) in mixscribe's Ray processes.
+RAY_DATA_LOOP_MIN_S = 0.01
+_STREAMING_EXECUTOR = "ray.data._internal.execution.streaming_executor"
+SETUP_HOOK = "mixscribe.raycluster.pace_ray_data_scheduler"
+PACING_ENV = "MIXSCRIBE_RAY_DATA_PACING"  # "off": Ray Data's loop as Ray ships it (benchmarks/ray_data_pacing.py)
+
+
+def pace_ray_data_scheduler() -> None:
+    """Keep Ray Data's scheduling loop from spinning a core while its consumers are the bottleneck.
+
+    Ray 2.60's streaming executor blocks (in ray.wait) only while tasks are pending; once the data are
+    ahead of their consumers, as in training, where the model is slower than remixing, its loop runs
+    without pause, and the SplitCoordinator actor feeding Ray Train's workers took 55-68 % of a core:
+    a third of a 2-core machine, taken from the model (docs/benchmarks.md). Each loop step is stretched
+    to at least RAY_DATA_LOOP_MIN_S, far below a training step, so no batch comes later than the model
+    would take it. Installed in the driver and, as Ray's worker_process_setup_hook, in every worker
+    process, to act once Ray Data is imported there (a worker that never uses it pays nothing). A Ray
+    without this private method is left as it is."""
+    if os.environ.get(PACING_ENV, "") in ("0", "off"):
+        return
+    import wrapt
+
+    wrapt.register_post_import_hook(_pace_streaming_executor, _STREAMING_EXECUTOR)
+
+
+def _pace_streaming_executor(module) -> None:
+    import functools
+    import time
+
+    executor = getattr(module, "StreamingExecutor", None)
+    step = getattr(executor, "_scheduling_loop_step", None)
+    if step is None or getattr(step, "mixscribe_paced", False):
+        return
+
+    @functools.wraps(step)
+    def paced_step(self, topology):
+        start = time.perf_counter()
+        more = step(self, topology)
+        left = RAY_DATA_LOOP_MIN_S - (time.perf_counter() - start)
+        if more and left > 0:
+            time.sleep(left)
+        return more
+
+    paced_step.mixscribe_paced = True
+    executor._scheduling_loop_step = paced_step
 
 
 def _require_token_auth() -> None:

@@ -63,7 +63,10 @@ def load_runtime_env(path: str | None) -> dict:
 def build_runtime_env(base: dict, working_dir: str | None, env: dict[str, str]) -> dict:
     """The job's runtime env: the YAML's fields, then the working_dir, then environment variables
     (this process's MLflow settings, then --env, which wins)."""
+    from mixscribe.raycluster import SETUP_HOOK
+
     runtime_env = dict(base)
+    runtime_env.setdefault("worker_process_setup_hook", SETUP_HOOK)  # Ray Data's loop paced in the job too
     if working_dir:
         if not Path(working_dir).is_dir():
             raise MixscribeError(f"--working-dir {working_dir}: not a folder")

@@ -62,3 +62,50 @@ def test_a_local_synth_listens_on_loopback_only_with_token_authentication(tmp_pa
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+
+
+def test_ray_data_scheduling_is_paced_in_the_driver_and_in_every_worker(ray_local):
+    """Ray Data's scheduling loop spins a core while its consumers lag (a SplitCoordinator feeding
+    training took 55-68 % of one); mixscribe's Ray processes stretch each loop step to at least
+    RAY_DATA_LOOP_MIN_S, which still hands every row over."""
+    ray = ray_local
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    @ray.remote(num_cpus=0)
+    def worker_is_paced() -> bool:
+        from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+        return getattr(StreamingExecutor._scheduling_loop_step, "mixscribe_paced", False)
+
+    assert getattr(StreamingExecutor._scheduling_loop_step, "mixscribe_paced", False)
+    assert all(ray.get([worker_is_paced.remote() for _ in range(3)]))
+    ds = ray_local.data.range(400, override_num_blocks=8).map_batches(lambda b: {"id": b["id"] * 2})
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(split) -> list[int]:
+        return [int(x) for b in split.iter_batches(batch_size=50) for x in b["id"]]
+
+    with ThreadPoolExecutor(2) as pool:  # a split's consumers read together, as training workers do
+        got = sorted(x for part in pool.map(read, ds.streaming_split(2, equal=True)) for x in part)
+    assert got == list(range(0, 800, 2))
+
+
+def test_a_paced_step_lasts_at_least_the_pace_and_is_wrapped_once():
+    import types
+
+    from mixscribe.raycluster import RAY_DATA_LOOP_MIN_S, _pace_streaming_executor
+
+    class Executor:  # the shape of Ray's StreamingExecutor that the pacing relies on
+        def _scheduling_loop_step(self, topology) -> bool:
+            return topology
+
+    module = types.SimpleNamespace(StreamingExecutor=Executor)
+    _pace_streaming_executor(module)
+    paced = Executor._scheduling_loop_step
+    _pace_streaming_executor(module)  # the driver and a hook may both install it
+    assert Executor._scheduling_loop_step is paced and paced.__wrapped__.__qualname__.endswith("_scheduling_loop_step")
+    start = time.perf_counter()
+    assert Executor()._scheduling_loop_step(True) is True
+    assert time.perf_counter() - start >= RAY_DATA_LOOP_MIN_S  # a lower bound: sleep never returns early
+    assert Executor()._scheduling_loop_step(False) is False
+    _pace_streaming_executor(types.SimpleNamespace())  # a Ray without the method is left alone

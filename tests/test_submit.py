@@ -81,6 +81,7 @@ def test_runtime_env_merges_yaml_working_dir_and_env(tmp_path, monkeypatch):
     assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "A": "from-yaml", "B": "from-flag",
                                "C": "x=y"}  # fmt: skip
     assert {"data", ".venv", ".git", "out"} <= set(env["excludes"])
+    assert env["worker_process_setup_hook"] == "mixscribe.raycluster.pace_ray_data_scheduler"
 
 
 def test_bad_runtime_env_files(tmp_path):
