@@ -7,7 +7,7 @@ its Ray processes (mixscribe.raycluster.pace_ray_data_scheduler); MIXSCRIBE_RAY_
 that off, as for the first run here. Each run is a fresh local Ray session: the encoder stage (the
 default recipe's second stage), 2 workers, the preset's precision and compile settings.
 Target: the coordinator below 10 % of a core, training faster than without pacing.
-Usage: python benchmarks/ray_data_pacing.py [--clips 48] [--epochs 3] [--steps 20]
+Usage: python benchmarks/ray_data_pacing.py [--clips 48] [--epochs 3] [--steps 20] [--buffer-mb 64]
 """
 
 from __future__ import annotations
@@ -64,13 +64,26 @@ class CoordinatorCPU:
         self._thread.join()
 
 
-def run(cfg, shards: str, storage: str, paced: bool) -> dict:
+def _limit_buffer(buffer_mb: int) -> None:
+    """Ray Data's object-store budget, small enough that the remixed examples fill it within seconds, as a
+    real run's fill the default budget after its first few thousand examples: from then on the data are
+    ahead of the model and the loop has nothing to wait on. (A short run whose examples all fit finishes
+    its pipeline at once and its loop stops: no spin to measure.)"""
+    from ray.data import DataContext
+    from ray.data._internal.execution.interfaces import ExecutionResources
+
+    options = DataContext.get_current().execution_options
+    options.resource_limits = options.resource_limits.copy(object_store_memory=buffer_mb * 2**20)
+
+
+def run(cfg, shards: str, storage: str, paced: bool, buffer_mb: int) -> dict:
     import ray
 
     from mixscribe.raycluster import init_ray
 
     os.environ[PACING_ENV] = "on" if paced else "off"
     init_ray()
+    _limit_buffer(buffer_mb)
     try:
         t0 = time.perf_counter()
         with CoordinatorCPU() as cpu:
@@ -92,6 +105,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--config", default="default")
+    ap.add_argument("--buffer-mb", type=int, default=64, help="Ray Data's object-store budget (MiB)")
     args = ap.parse_args()
 
     from mixscribe.synth.pipeline import run_synth
@@ -106,15 +120,16 @@ def main() -> None:
         init_ray()
         run_synth(load_synth_config(args.config), f"{tmp}/shards", args.clips)
         ray.shutdown()
-        stock = run(cfg, f"{tmp}/shards", f"{tmp}/runs", paced=False)
-        paced = run(cfg, f"{tmp}/shards", f"{tmp}/runs", paced=True)
+        stock = run(cfg, f"{tmp}/shards", f"{tmp}/runs", paced=False, buffer_mb=args.buffer_mb)
+        paced = run(cfg, f"{tmp}/shards", f"{tmp}/runs", paced=True, buffer_mb=args.buffer_mb)
     rows = [(name, r) for name, r in (("as Ray ships it", stock), (f"paced ({1000 * RAY_DATA_LOOP_MIN_S:.0f} ms per step)", paced))]
     body = "\n".join([
         "## Ray Data's scheduling loop while training (`benchmarks/ray_data_pacing.py`)",
         "",
         f"Preset `{args.config}`, stage `encoder`, 2 workers, batch {cfg.batch_size} of {cfg.remix.crop_frames} frames, "
         f"precision {cfg.precision}, compile {cfg.compile}; {args.clips} clips; {args.epochs} epochs x {args.steps} "
-        "steps, each run a fresh local Ray session. Rates are over epochs >= 1; the coordinator's share is its CPU "
+        f"steps, each run a fresh local Ray session, Ray Data's object-store budget {args.buffer_mb} MiB (so that the "
+        "examples fill it within seconds, as a real run's fill the default budget). Rates are over epochs >= 1; the coordinator's share is its CPU "
         "seconds over the run's wall time (1.0 = one core).",
         "",
         "| Ray Data loop | examples/s per worker | data wait | SplitCoordinator CPU (cores) | wall (s) |",
