@@ -70,7 +70,6 @@ def _limit_buffer(buffer_mb: int) -> None:
     ahead of the model and the loop has nothing to wait on. (A short run whose examples all fit finishes
     its pipeline at once and its loop stops: no spin to measure.)"""
     from ray.data import DataContext
-    from ray.data._internal.execution.interfaces import ExecutionResources
 
     options = DataContext.get_current().execution_options
     options.resource_limits = options.resource_limits.copy(object_store_memory=buffer_mb * 2**20)
