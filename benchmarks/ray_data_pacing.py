@@ -121,7 +121,7 @@ def main() -> None:
         ray.shutdown()
         stock = run(cfg, f"{tmp}/shards", f"{tmp}/runs", paced=False, buffer_mb=args.buffer_mb)
         paced = run(cfg, f"{tmp}/shards", f"{tmp}/runs", paced=True, buffer_mb=args.buffer_mb)
-    rows = [(name, r) for name, r in (("as Ray ships it", stock), (f"paced ({1000 * RAY_DATA_LOOP_MIN_S:.0f} ms per step)", paced))]
+    rows = (("as Ray ships it", stock), (f"paced ({1000 * RAY_DATA_LOOP_MIN_S:.0f} ms per step)", paced))
     body = "\n".join([
         "## Ray Data's scheduling loop while training (`benchmarks/ray_data_pacing.py`)",
         "",

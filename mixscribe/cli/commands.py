@@ -393,7 +393,7 @@ def _log_evaluation(args: argparse.Namespace, result, paths: list[str], run_name
 def _cmd_study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mixscribe.evaluate.study import keep_results, load_study, paired_comparison, run_study, selected_folds
+    from mixscribe.evaluate.study import keep_results, load_study, paired_comparison, run_study
 
     cfg = load_study(args.config)
     if args.keep:
@@ -408,7 +408,6 @@ def _cmd_study(args: argparse.Namespace) -> int:
             raise MixscribeError(f"{args.config}: --summary compares arms, and this study has none")
         print(paired_comparison(cfg, Path(args.workdir).resolve() / cfg.name), end="")
         return 0
-    selected_folds(cfg, args.arms, args.families)  # a name the study lacks fails before Ray starts
     run_study(cfg, workdir=args.workdir, workers=args.workers, arms=args.arms, families=args.families)
     print(f"matrix: {os.path.join(args.workdir, cfg.name)}/matrix.md, matrix.csv, matrix.png")
     return 0

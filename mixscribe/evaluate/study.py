@@ -360,7 +360,7 @@ def run_study(cfg: StudyConfig, workdir: str = "out", workers: int | None = None
     from mixscribe.pipeline import run_pipeline
     from mixscribe.raycluster import init_ray
 
-    chosen = selected_folds(cfg, arms, families)
+    chosen = selected_folds(cfg, arms, families)  # a name the study lacks fails here, before Ray starts
     root = Path(workdir).resolve() / cfg.name
     (root / "folds").mkdir(parents=True, exist_ok=True)
     init_ray()
