@@ -249,24 +249,27 @@ def test_register_study_preset_varies_only_where_register_comes_from(tmp_path):
 
 
 def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
+    """study-timbre: whole-range changes only the generator's range; the two last arms add their timbre
+    variation to whole-range stems and change nothing else, so each is read against whole-range."""
     plans = arm_plans("study-timbre", "fluidr3", tmp_path)
-    without, varied, coloured = plans["without"], plans["varied"], plans["coloured"]
-    assert (without.synth.timbre.prob, varied.synth.timbre.prob) == (0.0, 0.5)
-    assert (without.train.remix.augment.p_stem_colour, coloured.train.remix.augment.p_stem_colour) == (0.0, 0.5)
-    assert coloured.synth == without.synth and coloured.train.remix.augment.p_reverb == without.train.remix.augment.p_reverb
+    without, whole = plans["without"], plans["whole-range"]
+    varied, coloured = plans["whole-range-varied"], plans["whole-range-coloured"]
+    assert (without.synth.generator.whole_range_prob, whole.synth.generator.whole_range_prob) == (0.0, 1.0)
+    assert dataclasses.replace(whole.synth, generator=without.synth.generator) == without.synth
+    assert whole.train == without.train and whole.evaluate == without.evaluate
+    assert (whole.synth.timbre.prob, varied.synth.timbre.prob) == (0.0, 0.5)
     assert varied.synth.timbre.splits == ("train",)
-    assert varied.train == without.train and varied.evaluate == without.evaluate
-    assert dataclasses.replace(varied.synth, timbre=without.synth.timbre) == without.synth
+    assert dataclasses.replace(varied.synth, timbre=whole.synth.timbre) == whole.synth
+    assert varied.train == whole.train and varied.evaluate == whole.evaluate
+    assert (whole.train.remix.augment.p_stem_colour, coloured.train.remix.augment.p_stem_colour) == (0.0, 0.5)
+    assert coloured.synth == whole.synth and coloured.evaluate == whole.evaluate
+    assert dataclasses.replace(coloured.train.remix.augment, p_stem_colour=0.0) == whole.train.remix.augment
     assert varied.synth.splits.holdout_sf_family == "fluidr3" and "same-register" in varied.evaluate.sets
     for plan in plans.values():  # new encoders on the shipped AMT branch, as in the register study
         assert plan.pipeline.init_checkpoint == "default" and plan.pipeline.init_branches == ("amt",)
         assert plan.pipeline.train_stages == ("encoder",) and plan.train_for("encoder").epochs == 8
-    whole = plans["whole-range"]
-    assert (without.synth.generator.whole_range_prob, whole.synth.generator.whole_range_prob) == (0.0, 1.0)
-    assert dataclasses.replace(whole.synth, generator=without.synth.generator) == without.synth
-    assert whole.train == without.train and whole.evaluate == without.evaluate
     assert load_study("mixscribe/presets/study-timbre.yaml").folds()[:4] == [
-        ("without", "tim"), ("whole-range", "tim"), ("varied", "tim"), ("coloured", "tim")]
+        ("without", "tim"), ("whole-range", "tim"), ("whole-range-varied", "tim"), ("whole-range-coloured", "tim")]
 
 
 def test_fresh_encoder_register_study_trains_new_encoders_on_the_shipped_amt_branch(tmp_path):
