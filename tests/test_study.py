@@ -94,6 +94,22 @@ def test_arm_comparison_reports_each_arm_and_its_change():
     assert "| **mean over folds** | unseen-soundfont | 30.0 | 45.0 | +15.0 |" in text
 
 
+def test_an_arm_that_builds_on_another_is_also_compared_with_it():
+    """What an addition is worth is its change from the arm it extends, not only from the first arm."""
+    from mixscribe.evaluate.study import arm_comparison
+
+    cfg = StudyConfig(name="p", holdout_families=("tim",), arms={"a": {}, "b": {}, "b-plus": {}},
+                      compare_metrics=("note_f1",), builds_on={"b-plus": "b"})  # fmt: skip
+    assert cfg.comparisons() == [("b", "a"), ("b-plus", "a"), ("b-plus", "b")]
+    metrics = {f"{arm}/tim": {"eval/valid/all/note_f1": v} for arm, v in (("a", 0.5), ("b", 0.6), ("b-plus", 0.65))}
+    text = arm_comparison(cfg, metrics)
+    assert "change from `a`, `b-plus` also from `b`" in text
+    assert "| held-out family | set | a | b | b-plus | b - a | b-plus - a | b-plus - b |" in text
+    assert "| tim | valid | 50.0 | 60.0 | 65.0 | +10.0 | +15.0 | +5.0 |" in text
+    # building on the first arm adds no second column
+    assert StudyConfig(arms={"a": {}, "b": {}}, builds_on={"b": "a"}).comparisons() == [("b", "a")]
+
+
 def test_arms_are_decided_on_the_mean_over_the_rotation():
     """One fold favouring an arm does not decide: the mean over held-out families does."""
     from mixscribe.evaluate.study import arm_comparison, decision
@@ -147,6 +163,12 @@ def test_bad_arms(tmp_path):
         load_study(str(bad))
     bad.write_text("study:\n  arms: {'a b': {}, c: {}}\n")
     with pytest.raises(ConfigError, match="study.arms: arm names"):
+        load_study(str(bad))
+    bad.write_text("study:\n  arms: {a: {}, b: {}}\n  builds_on: {b: c}\n")
+    with pytest.raises(ConfigError, match=r"study.builds_on: names arms the study does not have: \['c'\]"):
+        load_study(str(bad))
+    bad.write_text("study:\n  arms: {a: {}, b: {}}\n  builds_on: {b: b}\n")
+    with pytest.raises(ConfigError, match="study.builds_on: an arm cannot build on itself"):
         load_study(str(bad))
     study = load_study("mixscribe/presets/study-procedural.yaml")
     assert list(study.arms) == ["without", "with"]
@@ -326,6 +348,10 @@ def test_arms_are_compared_clip_by_clip_with_their_standard_error(tmp_path):
     assert "not the audio" not in paired_comparison(dataclasses.replace(cfg, arms={**cfg.arms, **train_only}), tmp_path / "s")
     lines = {"lines": {"synth": {"generator": {"line_prob": 0.5}}}}
     assert "pairs share a clip index, not the audio" in paired_comparison(dataclasses.replace(cfg, arms={**cfg.arms, **lines}), tmp_path / "s")
+    # an arm that builds on another is paired with it too, clip by clip: c - b on tim is 0.8 - 0.6
+    text = paired_comparison(dataclasses.replace(cfg, builds_on={"c": "b"}), tmp_path / "s")
+    assert "Paired changes from `a`, `c` also from `b`" in text and "| b - a | c - a | c - b |" in text
+    assert "| tim | valid | +10.0 ± 5.8 (3) | +30.0 (1) | +20.0 (1) |" in text
 
 
 def test_finished_folds_are_kept_in_the_working_folders_layout_and_never_overwritten(tmp_path):

@@ -33,6 +33,9 @@ class StudyConfig(SelfChecking):
     # (e.g. {without: {}, with: {synth: {procedural: {...}}}}); the first is the reference of the deltas.
     arms: dict[str, dict] = field(default_factory=dict)
     compare_metrics: tuple[str, ...] = ("note_f1", "sep_note_f1")  # the arm comparison's figures
+    # Arm -> the arm it adds one change to (e.g. {whole-range-varied: whole-range}): its change from that
+    # arm is reported too, as what the addition is worth where the first arm is not the one it extends.
+    builds_on: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         from mixscribe.config import check_field
@@ -42,6 +45,16 @@ class StudyConfig(SelfChecking):
         bad = [a for a in self.arms if not a or not all(c.isalnum() or c in "-_" for c in a)]
         check_field(not bad, "study.arms", f"arm names need letters, digits, - or _ only, got {bad}")
         check_field(len(self.arms) != 1, "study.arms", "needs at least two arms to compare (or none)")
+        unknown = sorted({a for pair in self.builds_on.items() for a in pair} - set(self.arms))
+        check_field(not unknown, "study.builds_on", f"names arms the study does not have: {unknown}")
+        same = [a for a, b in self.builds_on.items() if a == b]
+        check_field(not same, "study.builds_on", f"an arm cannot build on itself: {same}")
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """(arm, reference) of every change reported: each arm from the first, then each arm from the
+        one it builds on where that is another."""
+        arms = list(self.arms)
+        return [(a, arms[0]) for a in arms[1:]] + [(a, b) for a, b in self.builds_on.items() if b != arms[0]]
 
     def folds(self) -> list[tuple[str, str]]:
         """(arm, held-out family) of every pipeline; arm "" when the study has no arms. Family by family,
@@ -163,23 +176,25 @@ def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) 
         return "Arm comparison: no held-out family has figures of every arm yet.\n"
     # Means over the same families for every arm, or a family one arm lacks would tilt the decision.
     fold_metrics = {fold_label(a, f): fold_metrics[fold_label(a, f)] for a in arms for f in families}
-    parts = [f"Arm comparison (all K; change from `{arms[0]}`, in points; held-out families with every arm: "
-             f"{', '.join(families)}).\n"]
+    pairs = cfg.comparisons()
+    parts = [f"Arm comparison (all K; change from `{arms[0]}`"
+             + "".join(f", `{a}` also from `{b}`" for a, b in pairs[len(arms) - 1:])
+             + f", in points; held-out families with every arm: {', '.join(families)}).\n"]  # fmt: skip
     for metric in cfg.compare_metrics:
-        head = ["held-out family", "set", *arms, *[f"{a} - {arms[0]}" for a in arms[1:]]]
+        head = ["held-out family", "set", *arms, *[f"{a} - {b}" for a, b in pairs]]
         lines = [f"**{metric}** (%)\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for fam in families:
             matrices = {a: matrix_from_metrics({fam: fold_metrics[fold_label(a, fam)]}, metric) for a in arms}
             sets = matrices[arms[0]].sets
             for name in [*sets, "gap"]:
-                values = [m.gap(fam) if name == "gap" else m.rows[fam].get(name, float("nan")) for m in matrices.values()]
-                cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * (v - values[0]):+.1f}" for v in values[1:]]
+                values = {a: m.gap(fam) if name == "gap" else m.rows[fam].get(name, float("nan")) for a, m in matrices.items()}
+                cells = [f"{100 * v:.1f}" for v in values.values()] + [f"{100 * (values[a] - values[b]):+.1f}" for a, b in pairs]
                 label = "gap (seen - unseen SoundFont)" if name == "gap" else name
                 lines.append(f"| {fam} | {label} | " + " | ".join(cells) + " |")
         means = matrix_from_metrics(fold_metrics, metric).rotation()
         for name in matrices[arms[0]].sets:
-            values = [means[a].get(name, (float("nan"), 0.0))[0] for a in arms]
-            cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * (v - values[0]):+.1f}" for v in values[1:]]
+            values = {a: means[a].get(name, (float("nan"), 0.0))[0] for a in arms}
+            cells = [f"{100 * v:.1f}" for v in values.values()] + [f"{100 * (values[a] - values[b]):+.1f}" for a, b in pairs]
             lines.append(f"| **mean over folds** | {name} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
     parts.insert(1, decision(cfg, fold_metrics) + "\n")
@@ -240,38 +255,40 @@ def _scored_audio(fold: dict):
 
 
 def paired_comparison(cfg: StudyConfig, root: Path) -> str:
-    """Markdown: each arm's change from the first, clip by clip on the clips both scored, with its
-    standard error, per held-out family and set and pooled over the folds done so far. The arms of a fold
-    share their evaluation clips when their synth settings agree (same seeds, same audio); otherwise the
-    pairing is by clip index only and the table says so. A fold counts once the first arm and any other
-    are done (a study stopped mid-fold still compares what it ran); arms and folds not yet run are listed."""
+    """Markdown: each arm's change from the first (and from the arm it builds on), clip by clip on the
+    clips both scored, with its standard error, per held-out family and set and pooled over the folds done
+    so far. The arms of a fold share their evaluation clips when their synth settings agree (same seeds,
+    same audio); otherwise the pairing is by clip index only and the table says so. A fold counts once
+    both arms of any comparison are done (a study stopped mid-fold still compares what it ran); arms and
+    folds not yet run are listed."""
     import numpy as np
 
-    arms = list(cfg.arms)
+    arms, pairs = list(cfg.arms), cfg.comparisons()
     rows = {(a, f): read_clip_rows(root / pipeline_name(cfg, a, f) / "report") for a in arms for f in cfg.holdout_families}
-    done = [f for f in cfg.holdout_families if rows[arms[0], f] and any(rows[a, f] for a in arms[1:])]
+    done = [f for f in cfg.holdout_families if any(rows[a, f] and rows[b, f] for a, b in pairs)]
     same_audio = all(_scored_audio(fold_config(cfg, done[0], a)) == _scored_audio(fold_config(cfg, done[0], arms[0]))
                      for a in arms) if done else True  # fmt: skip
     missing = [f for f in cfg.holdout_families if f not in done]
     labels = [f + (f" (arms not yet run: {', '.join(a for a in arms if not rows[a, f])})"
                    if not all(rows[a, f] for a in arms) else "") for f in done]  # fmt: skip
-    parts = [f"Paired changes from `{arms[0]}` (points; mean over the clips both arms scored ± its standard "
+    parts = [f"Paired changes from `{arms[0]}`" + "".join(f", `{a}` also from `{b}`" for a, b in pairs[len(arms) - 1:])
+             + " (points; mean over the clips both arms scored ± its standard "
              f"error, n clips; separation figures on clips of two or more parts). Folds done: {', '.join(labels) or 'none'}"
              + (f"; not yet: {', '.join(missing)}" if missing else "") + "."
              + ("" if same_audio else " The arms render their clips differently: pairs share a clip index, "
                                       "not the audio.") + "\n"]  # fmt: skip
     if not done:
         return parts[0]
-    sets = sorted({k[0] for f in done for k in rows[arms[0], f]}, key=lambda s: (s != SEEN, s != UNSEEN, s))
+    sets = sorted({k[0] for f in done for a in arms for k in rows[a, f]}, key=lambda s: (s != SEEN, s != UNSEEN, s))
     for metric in dict.fromkeys([cfg.metric, *cfg.compare_metrics]):
-        head = ["held-out family", "set", *[f"{a} - {arms[0]}" for a in arms[1:]]]
+        head = ["held-out family", "set", *[f"{a} - {b}" for a, b in pairs]]
         lines = [f"**{metric}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for fam in [*done, "all folds"]:
             pooled = {arm: _pooled(rows, arm, done if fam == "all folds" else [fam]) for arm in arms}
             for name in sets:
                 cells = []
-                for arm in arms[1:]:
-                    mean, se, n = paired_difference(pooled[arms[0]], pooled[arm], metric, name)
+                for arm, ref in pairs:
+                    mean, se, n = paired_difference(pooled[ref], pooled[arm], metric, name)
                     change = round(100 * mean, 1) + 0.0  # no "-0.0" for a change that rounds to nothing
                     cells.append("-" if n == 0 else f"{change:+.1f} ± {100 * se:.1f} ({n})"
                                  if np.isfinite(se) else f"{change:+.1f} ({n})")  # fmt: skip
