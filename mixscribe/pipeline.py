@@ -22,6 +22,7 @@ from mixscribe.errors import MixscribeError
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
 OUTPUT_TAG = "mixscribe.output"
 BRANCHES = ("amt", "encoder")
+REPORT_DIR = "report"  # a pipeline's evaluation report, under its folder; studies read it back
 FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"),
                       "train": ("gain_low", "gain_high", "noise_std", "score_valid_every"),
                       "synth": ("generator.whole_range_prob",)}
@@ -431,7 +432,7 @@ def _evaluate_stage(stages: _Stages, plan: Plan, root: Path, shards: str, checkp
 
     def body(rid: str) -> str:
         result = evaluate_checkpoint(checkpoint, shards, plan.evaluate)
-        report = root / "report"
+        report = root / REPORT_DIR
         paths = write_report(result, str(report))
         summary.update(tracking.log_evaluation(stages.mlf, stages.uri, rid, result, shards, paths))
         log("    " + result.markdown().replace("\n", "\n    ").rstrip())

@@ -20,7 +20,9 @@ def report_decoding(report: str | os.PathLike) -> tuple[dict, dict]:
     """The decoding an evaluation report (report/metrics.json) used, as DecodeParams' fields, and the
     report itself. Reports written before the decoding moved under `decode` hold the fields inline;
     older reports lack some fields: those stay defaults."""
-    metrics = Path(report) / "metrics.json"
+    from mixscribe.evaluate.runner import REPORT_METRICS
+
+    metrics = Path(report) / REPORT_METRICS
     try:
         evaluation = json.loads(metrics.read_text())
         config = evaluation["config"]

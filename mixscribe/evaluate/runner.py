@@ -418,6 +418,10 @@ def _map_chunks(fn, ref, tables: list, cfg: EvalConfig, *args) -> list:
     return ray.get(refs)
 
 
+# An evaluation report's files, named once: studies and model packaging read them back.
+REPORT_SUMMARY, REPORT_CLIPS, REPORT_METRICS = "summary.md", "clips.csv", "metrics.json"
+
+
 def write_report(result: EvalResult, out_dir: str) -> list[str]:
     """summary.md, clips.csv, metrics.json and the figures in out_dir, each written atomically."""
     import json
@@ -428,9 +432,9 @@ def write_report(result: EvalResult, out_dir: str) -> list[str]:
     figures = write_figures(result, out_dir)
     listing = "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures)
     files = {
-        "summary.md": "# Evaluation\n\n" + result.markdown() + ("\n" + listing + "\n" if listing else ""),
-        "clips.csv": result.csv(),
-        "metrics.json": json.dumps({"config": asdict(result.config), "summary": result.summary() | result.pair_summary(),
+        REPORT_SUMMARY: "# Evaluation\n\n" + result.markdown() + ("\n" + listing + "\n" if listing else ""),
+        REPORT_CLIPS: result.csv(),
+        REPORT_METRICS: json.dumps({"config": asdict(result.config), "summary": result.summary() | result.pair_summary(),
                                     "tuned": asdict(result.tuned) if result.tuned else None}, indent=1),  # fmt: skip
     }
     paths = []

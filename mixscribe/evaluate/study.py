@@ -17,6 +17,8 @@ from pathlib import Path
 
 from mixscribe.config import SelfChecking
 from mixscribe.errors import MixscribeError
+from mixscribe.evaluate.runner import REPORT_CLIPS, REPORT_METRICS, REPORT_SUMMARY
+from mixscribe.pipeline import REPORT_DIR
 
 SEEN, UNSEEN = "valid", "unseen-soundfont"
 
@@ -81,7 +83,7 @@ def finished_fold_metrics(root: Path, name: str) -> dict[str, float] | None:
     left out of this run still count in the matrix and the comparisons."""
     import json
 
-    path = root / name / "report" / "metrics.json"
+    path = root / name / REPORT_DIR / REPORT_METRICS
     return json.loads(path.read_text())["summary"] if path.is_file() else None
 
 
@@ -205,9 +207,9 @@ def pipeline_name(cfg: StudyConfig, arm: str, family: str) -> str:
     return f"{cfg.name}-{arm}-holdout-{family}" if arm else f"{cfg.name}-holdout-{family}"
 
 
-def read_clip_rows(report: Path) -> dict[tuple[str, str], dict[str, str]]:
-    """A finished evaluation's per-clip figures (report/clips.csv) by (set, clip); {} when not there."""
-    path = report / "clips.csv"
+def read_clip_rows(root: Path, name: str) -> dict[tuple[str, str], dict[str, str]]:
+    """A finished pipeline's per-clip figures (its report's clips.csv) by (set, clip); {} when not there."""
+    path = root / name / REPORT_DIR / REPORT_CLIPS
     if not path.is_file():
         return {}
     with path.open(newline="") as f:
@@ -264,7 +266,7 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
     import numpy as np
 
     arms, pairs = list(cfg.arms), cfg.comparisons()
-    rows = {(a, f): read_clip_rows(root / pipeline_name(cfg, a, f) / "report") for a in arms for f in cfg.holdout_families}
+    rows = {(a, f): read_clip_rows(root, pipeline_name(cfg, a, f)) for a in arms for f in cfg.holdout_families}
     done = [f for f in cfg.holdout_families if any(rows[a, f] and rows[b, f] for a, b in pairs)]
     same_audio = all(_scored_audio(fold_config(cfg, done[0], a)) == _scored_audio(fold_config(cfg, done[0], arms[0]))
                      for a in arms) if done else True  # fmt: skip
@@ -299,7 +301,7 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
 
 
 # What a study's comparisons read of a finished pipeline (plus its learning curves and fold config).
-KEPT_FILES = ("report/clips.csv", "report/summary.md", "report/metrics.json")
+KEPT_FILES = tuple(f"{REPORT_DIR}/{f}" for f in (REPORT_CLIPS, REPORT_SUMMARY, REPORT_METRICS))
 
 
 def keep_results(cfg: StudyConfig, root: Path, dest: Path) -> list[Path]:
