@@ -310,8 +310,6 @@ def keep_results(cfg: StudyConfig, root: Path, dest: Path) -> list[Path]:
     does not outlive its machine, the figures quoted from it must. A file already kept with other
     contents is an error naming it, never overwritten; one kept with the same contents is left alone.
     Returns the files written."""
-    import shutil
-
     from mixscribe.fsio import atomic_local_write
 
     plans = []
@@ -324,15 +322,16 @@ def keep_results(cfg: StudyConfig, root: Path, dest: Path) -> list[Path]:
         config = Path("folds") / f"{fold_label(arm, fam).replace('/', '-')}.yaml"
         if (root / config).is_file():
             plans.append((root / config, dest / config))
+    contents = {target: source.read_bytes() for source, target in plans}  # small files, each read once
     for source, target in plans:
-        if target.is_file() and target.read_bytes() != source.read_bytes():
+        if target.is_file() and target.read_bytes() != contents[target]:
             raise MixscribeError(f"{target}: already kept with other contents than {source}; move it away to "
                                  "keep the new one")  # fmt: skip
     written = []
-    for source, target in plans:
+    for target, data in contents.items():
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            written.append(atomic_local_write(target, lambda tmp, s=source: shutil.copyfile(s, tmp)))
+            written.append(atomic_local_write(target, lambda tmp, data=data: tmp.write_bytes(data)))
     return written
 
 
