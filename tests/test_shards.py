@@ -30,7 +30,7 @@ def write_set(root, splits_per_shard: list[list[str]], kind: str = "chorales") -
     for shard, splits in enumerate(splits_per_shard):
         clips = [tone_clip(n + j, s) for j, s in enumerate(splits)]
         n += len(clips)
-        info = write_shard(fs, f"{path}/clips", shard, clips_to_table(clips))
+        info = write_shard(fs, path, shard, clips_to_table(clips))
         files.append(info)
     rows: dict[str, int] = {}
     for splits in splits_per_shard:

@@ -219,7 +219,7 @@ def build_chorale_set(cfg: ChoraleConfig, out: str, log=print) -> dict:
         renderer.restart()  # a fresh synth per chorale: output independent of what came before
         clips = render_chorale(name, i, cfg, renderer, voices)
         generated |= {s.preset_name: s.instrument_params for c in clips for s in c.stems if s.instrument_params}
-        info = write_shard(fs, f"{root}/{CLIPS_DIR}", i, clips_to_table(clips))
+        info = write_shard(fs, root, i, clips_to_table(clips))
         files.append(info)
         log(f"  {name}: {len(clips)} mixtures")
     manifest = {

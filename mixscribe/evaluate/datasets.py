@@ -382,7 +382,7 @@ def build_dataset_set(name: str, home: str | Path, out: str, sizes: tuple[int, .
         clips = piece_clips(piece, name, protocol, max_seconds)
         if not clips:
             continue
-        info = write_shard(fs, f"{root}/{CLIPS_DIR}", i, clips_to_table(clips))
+        info = write_shard(fs, root, i, clips_to_table(clips))
         files.append(info)
         log(f"  {name} {piece.name}: {len(clips)} mixtures")
     count = sum(len(f["ids"]) for f in files)

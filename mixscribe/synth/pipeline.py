@@ -62,7 +62,7 @@ class ShardRenderer:
     profile during development; see docs/synth.md.)
     """
 
-    def __init__(self, cfg: dict, soundfont_ids: list[str], out_dir: str | None = None):
+    def __init__(self, cfg: dict, soundfont_ids: list[str], set_root: str | None = None):
         from mixscribe.synth.clips import ClipMaker
         from mixscribe.synth.render import FluidSynthRenderer
 
@@ -74,7 +74,7 @@ class ShardRenderer:
 
             self.renderer = MixedRenderer(self.renderer, ProceduralRenderer(self.cfg.render, self.cfg.procedural))
         self.maker = ClipMaker(self.cfg, entries, self.renderer)
-        self.fs, self.out_dir = resolve(out_dir) if out_dir else (None, None)
+        self.fs, self.set_root = resolve(set_root) if set_root else (None, None)
 
     def render_shard(self, start: int, stop: int) -> pa.Table:
         from mixscribe.schema import clips_to_table
@@ -86,7 +86,7 @@ class ShardRenderer:
         rows = []
         for start, stop in zip(batch["start"].to_pylist(), batch["stop"].to_pylist()):
             table = self.render_shard(start, stop)
-            rows.append({**write_shard(self.fs, self.out_dir, start, table), "node": node_id()})
+            rows.append({**write_shard(self.fs, self.set_root, start, table), "node": node_id()})
         return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
 
 
@@ -107,17 +107,19 @@ SUMMARY_SCHEMA = pa.schema(
 )
 
 
-def write_shard(fs: pafs.FileSystem, out_dir: str, start: int, table: pa.Table) -> dict:
-    """Write one shard atomically (temporary name, then rename) into out_dir, a set's clips folder, and
-    describe it for the manifest, whose paths are relative to the set (so a set can be moved or copied)."""
+def write_shard(fs: pafs.FileSystem, set_root: str, start: int, table: pa.Table) -> dict:
+    """Write one shard atomically (temporary name, then rename) into the clips folder of the set at
+    set_root, and describe it for the manifest, whose paths are relative to the set (so a set can be
+    moved or copied)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", compression_level=1)
     data = sink.getvalue().to_pybytes()
-    atomic_write_bytes(fs, f"{out_dir}/{shard_name(start)}", data)
+    path = f"{CLIPS_DIR}/{shard_name(start)}"
+    atomic_write_bytes(fs, f"{set_root}/{path}", data)
     notes = table.column("notes").to_pylist()
     return {
         "start": start,
-        "path": f"{CLIPS_DIR}/{shard_name(start)}",
+        "path": path,
         "ids": table.column("id").to_pylist(),
         "splits": table.column("split").to_pylist(),
         "stems": sum(len({n["stem"] for n in ns}) for ns in notes),  # every stem has notes
@@ -307,7 +309,7 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
     folder.clear_stale(fs, names)
     t0 = time.perf_counter()
     try:
-        summaries = _render_to(reopenable_uri(fs, clips_dir), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus,
+        summaries = _render_to(reopenable_uri(fs, root), cfg_dict, sf_ids, ranges, workers, cfg.actor_cpus,
                                placement.actor_resources)
         summaries = _commit(fs, clips_dir, ranges, summaries)
     except Exception as exc:
@@ -325,7 +327,7 @@ def run_synth(cfg: SynthConfig, out: str, num_clips: int, overwrite: bool = Fals
 ACTOR_START_TIMEOUT_S = 600  # a node being provisioned by an autoscaler may take minutes
 
 
-def _render_to(out_dir: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float,
+def _render_to(set_root: str, cfg_dict: dict, sf_ids: list[str], ranges, workers: int, actor_cpus: float,
                resources: dict[str, float]) -> list[dict]:
     """Render every shard; progress is one bar over shards and clips as their summaries stream back.
     (Ray Data's per-operator bars are off: in a one-off development comparison, 2-worker scaling was
@@ -348,7 +350,7 @@ def _render_to(out_dir: str, cfg_dict: dict, sf_ids: list[str], ranges, workers:
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         ShardRenderer,
-        fn_constructor_kwargs={"cfg": cfg_dict, "soundfont_ids": sf_ids, "out_dir": out_dir},
+        fn_constructor_kwargs={"cfg": cfg_dict, "soundfont_ids": sf_ids, "set_root": set_root},
         batch_size=1,
         batch_format="pyarrow",
         # One shard in flight per actor: shards go to whichever actor is free, so no actor idles
