@@ -103,7 +103,7 @@ def test_an_arm_that_builds_on_another_is_also_compared_with_it():
     assert cfg.comparisons() == [("b", "a"), ("b-plus", "a"), ("b-plus", "b")]
     metrics = {f"{arm}/tim": {"eval/valid/all/note_f1": v} for arm, v in (("a", 0.5), ("b", 0.6), ("b-plus", 0.65))}
     text = arm_comparison(cfg, metrics)
-    assert "change from `a`, `b-plus` also from `b`" in text
+    assert "changes from `a`, `b-plus` also from `b`" in text
     assert "| held-out family | set | a | b | b-plus | b - a | b-plus - a | b-plus - b |" in text
     assert "| tim | valid | 50.0 | 60.0 | 65.0 | +10.0 | +15.0 | +5.0 |" in text
     # building on the first arm adds no second column

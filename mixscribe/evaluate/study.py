@@ -169,6 +169,12 @@ def matrix_from_metrics(fold_metrics: dict[str, dict[str, float]], metric: str) 
     return Matrix(metric, sets, rows)
 
 
+def _changes_from(cfg: StudyConfig) -> str:
+    """The references of a comparison's changes, in words: the first arm, and any arm another builds on."""
+    first = next(iter(cfg.arms))
+    return f"changes from `{first}`" + "".join(f", `{a}` also from `{b}`" for a, b in cfg.comparisons() if b != first)
+
+
 def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) -> str:
     """Markdown: per metric, held-out family and set, each arm's figure and its change from the first
     arm, then the same for the seen-vs-unseen gap."""
@@ -179,9 +185,8 @@ def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) 
     # Means over the same families for every arm, or a family one arm lacks would tilt the decision.
     fold_metrics = {fold_label(a, f): fold_metrics[fold_label(a, f)] for a in arms for f in families}
     pairs = cfg.comparisons()
-    parts = [f"Arm comparison (all K; change from `{arms[0]}`"
-             + "".join(f", `{a}` also from `{b}`" for a, b in pairs[len(arms) - 1:])
-             + f", in points; held-out families with every arm: {', '.join(families)}).\n"]  # fmt: skip
+    parts = [f"Arm comparison (all K; {_changes_from(cfg)}, in points; held-out families with every arm: "
+             f"{', '.join(families)}).\n"]
     for metric in cfg.compare_metrics:
         head = ["held-out family", "set", *arms, *[f"{a} - {b}" for a, b in pairs]]
         lines = [f"**{metric}** (%)\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -273,8 +278,7 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
     missing = [f for f in cfg.holdout_families if f not in done]
     labels = [f + (f" (arms not yet run: {', '.join(a for a in arms if not rows[a, f])})"
                    if not all(rows[a, f] for a in arms) else "") for f in done]  # fmt: skip
-    parts = [f"Paired changes from `{arms[0]}`" + "".join(f", `{a}` also from `{b}`" for a, b in pairs[len(arms) - 1:])
-             + " (points; mean over the clips both arms scored ± its standard "
+    parts = [f"Paired {_changes_from(cfg)} (points; mean over the clips both arms scored ± its standard "
              f"error, n clips; separation figures on clips of two or more parts). Folds done: {', '.join(labels) or 'none'}"
              + (f"; not yet: {', '.join(missing)}" if missing else "") + "."
              + ("" if same_audio else " The arms render their clips differently: pairs share a clip index, "
