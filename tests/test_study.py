@@ -106,6 +106,8 @@ def test_an_arm_that_builds_on_another_is_also_compared_with_it():
     assert "changes from `a`, `b-plus` also from `b`" in text
     assert "| held-out family | set | a | b | b-plus | b - a | b-plus - a | b-plus - b |" in text
     assert "| tim | valid | 50.0 | 60.0 | 65.0 | +10.0 | +15.0 | +5.0 |" in text
+    metrics["b-plus/tim"] = {"eval/valid/all/note_f1": 0.59996}  # a fall that rounds to nothing
+    assert "| tim | valid | 50.0 | 60.0 | 60.0 | +10.0 | +10.0 | +0.0 |" in arm_comparison(cfg, metrics)
     # building on the first arm adds no second column
     assert StudyConfig(arms={"a": {}, "b": {}}, builds_on={"b": "a"}).comparisons() == [("b", "a")]
 

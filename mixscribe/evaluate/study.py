@@ -169,6 +169,11 @@ def matrix_from_metrics(fold_metrics: dict[str, dict[str, float]], metric: str) 
     return Matrix(metric, sets, rows)
 
 
+def _points(change: float) -> str:
+    """A change of a fraction in signed points, one decimal; no "-0.0" for a change that rounds to nothing."""
+    return f"{round(100 * change, 1) + 0.0:+.1f}"
+
+
 def _changes_from(cfg: StudyConfig) -> str:
     """The references of a comparison's changes, in words: the first arm, and any arm another builds on."""
     first = next(iter(cfg.arms))
@@ -195,13 +200,13 @@ def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) 
             sets = matrices[arms[0]].sets
             for name in [*sets, "gap"]:
                 values = {a: m.gap(fam) if name == "gap" else m.rows[fam].get(name, float("nan")) for a, m in matrices.items()}
-                cells = [f"{100 * v:.1f}" for v in values.values()] + [f"{100 * (values[a] - values[b]):+.1f}" for a, b in pairs]
+                cells = [f"{100 * v:.1f}" for v in values.values()] + [_points(values[a] - values[b]) for a, b in pairs]
                 label = "gap (seen - unseen SoundFont)" if name == "gap" else name
                 lines.append(f"| {fam} | {label} | " + " | ".join(cells) + " |")
         means = matrix_from_metrics(fold_metrics, metric).rotation()
         for name in matrices[arms[0]].sets:
             values = {a: means[a].get(name, (float("nan"), 0.0))[0] for a in arms}
-            cells = [f"{100 * v:.1f}" for v in values.values()] + [f"{100 * (values[a] - values[b]):+.1f}" for a, b in pairs]
+            cells = [f"{100 * v:.1f}" for v in values.values()] + [_points(values[a] - values[b]) for a, b in pairs]
             lines.append(f"| **mean over folds** | {name} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
     parts.insert(1, decision(cfg, fold_metrics) + "\n")
@@ -295,9 +300,8 @@ def paired_comparison(cfg: StudyConfig, root: Path) -> str:
                 cells = []
                 for arm, ref in pairs:
                     mean, se, n = paired_difference(pooled[ref], pooled[arm], metric, name)
-                    change = round(100 * mean, 1) + 0.0  # no "-0.0" for a change that rounds to nothing
-                    cells.append("-" if n == 0 else f"{change:+.1f} ± {100 * se:.1f} ({n})"
-                                 if np.isfinite(se) else f"{change:+.1f} ({n})")  # fmt: skip
+                    cells.append("-" if n == 0 else f"{_points(mean)} ± {100 * se:.1f} ({n})"
+                                 if np.isfinite(se) else f"{_points(mean)} ({n})")  # fmt: skip
                 label = f"**{fam}**" if fam == "all folds" else fam
                 lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
