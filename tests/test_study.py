@@ -289,6 +289,14 @@ def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
     assert coloured.synth == whole.synth and coloured.evaluate == whole.evaluate
     assert dataclasses.replace(coloured.train.remix.augment, p_stem_colour=0.0) == whole.train.remix.augment
     assert varied.synth.splits.holdout_sf_family == "fluidr3" and "same-register" in varied.evaluate.sets
+    recipe = {"whole-range-paper-lr": ("lr", 3e-4), "whole-range-fp32": ("precision", "float32"),
+              "whole-range-long-crops": ("remix", dataclasses.replace(whole.train.remix, crop_frames=600))}
+    for arm, (name, value) in recipe.items():  # one training setting each, on whole-range stems
+        plan = plans[arm]
+        assert plan.synth == whole.synth and plan.evaluate == whole.evaluate and plan.pipeline == whole.pipeline
+        assert getattr(plan.train, name) == value != getattr(whole.train, name)
+        assert dataclasses.replace(plan.train, **{name: getattr(whole.train, name)}) == whole.train
+    assert load_study("mixscribe/presets/study-timbre.yaml").builds_on == {a: "whole-range" for a in list(plans)[2:]}
     for plan in plans.values():  # new encoders on the shipped AMT branch, as in the register study
         assert plan.pipeline.init_checkpoint == "default" and plan.pipeline.init_branches == ("amt",)
         assert plan.pipeline.train_stages == ("encoder",) and plan.train_for("encoder").epochs == 8
