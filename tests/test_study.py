@@ -153,7 +153,13 @@ def test_arms_are_compared_only_on_families_every_arm_has_finished():
     text = arm_comparison(cfg, metrics)
     assert "families with every arm: tim)" in text and "| opl3 |" not in text
     assert "| **mean over folds** | unseen-soundfont | 50.0 | 60.0 | +10.0 |" in text and "Best: `b`" in text
-    assert "no held-out family has figures of every arm" in arm_comparison(cfg, {"a/opl3": metrics["a/opl3"]})
+    apart = {"a/opl3": metrics["a/opl3"], "b/tim": metrics["b/tim"]}  # each arm run, never on the same family
+    assert "no held-out family has figures of every arm" in arm_comparison(cfg, apart)
+    # an arm added later and not run anywhere yet does not hide the comparison of the others
+    grown = dataclasses.replace(cfg, arms={**cfg.arms, "c": {}}, builds_on={"c": "b"})
+    text = arm_comparison(grown, metrics)
+    assert "Not run on any family yet, left out: c." in text and "| **mean over folds** | unseen-soundfont | 50.0 | 60.0 | +10.0 |" in text
+    assert "fewer than two arms" in arm_comparison(grown, {"a/opl3": metrics["a/opl3"]})
 
 
 def test_bad_arms(tmp_path):

@@ -182,16 +182,25 @@ def _changes_from(cfg: StudyConfig) -> str:
 
 def arm_comparison(cfg: StudyConfig, fold_metrics: dict[str, dict[str, float]]) -> str:
     """Markdown: per metric, held-out family and set, each arm's figure and its change from the first
-    arm, then the same for the seen-vs-unseen gap."""
+    arm, then the same for the seen-vs-unseen gap. Arms not run on any family yet are left out and named
+    (an arm added to a study must not hide the comparison of those already run)."""
+    import dataclasses
+
+    unrun = [a for a in cfg.arms if not any(fold_label(a, f) in fold_metrics for f in cfg.holdout_families)]
+    note = f" Not run on any family yet, left out: {', '.join(unrun)}." if unrun else ""
+    if len(cfg.arms) - len(unrun) < 2:
+        return "Arm comparison: fewer than two arms have figures yet." + note + "\n"
+    cfg = dataclasses.replace(cfg, arms={a: v for a, v in cfg.arms.items() if a not in unrun},
+                              builds_on={a: b for a, b in cfg.builds_on.items() if a not in unrun and b not in unrun})  # fmt: skip
     arms = list(cfg.arms)
     families = [f for f in cfg.holdout_families if all(fold_label(a, f) in fold_metrics for a in arms)]
     if not families:
-        return "Arm comparison: no held-out family has figures of every arm yet.\n"
+        return "Arm comparison: no held-out family has figures of every arm yet." + note + "\n"
     # Means over the same families for every arm, or a family one arm lacks would tilt the decision.
     fold_metrics = {fold_label(a, f): fold_metrics[fold_label(a, f)] for a in arms for f in families}
     pairs = cfg.comparisons()
     parts = [f"Arm comparison (all K; {_changes_from(cfg)}, in points; held-out families with every arm: "
-             f"{', '.join(families)}).\n"]
+             f"{', '.join(families)}).{note}\n"]
     for metric in cfg.compare_metrics:
         head = ["held-out family", "set", *arms, *[f"{a} - {b}" for a, b in pairs]]
         lines = [f"**{metric}** (%)\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
