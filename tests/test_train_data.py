@@ -166,6 +166,23 @@ def test_remix_tasks_cover_every_file_once_per_copy_in_new_groups_deterministica
         assert sorted(p for g in groups[5 * c : 5 * c + 5] for p in g) == sorted(paths)
     assert set(groups[:5]) != set(groups[5:10])  # regrouped: stems meet new partners
     assert len({it["seed"] for it in items}) == 15
+    assert remix_tasks(paths, 40, 8, 2, seed=5, first_copy=1) == items[5:]  # a resumed stream goes on
+
+
+def test_a_resumed_run_streams_the_copies_its_first_epochs_did_not_reach():
+    """Ten epochs at 24 examples each over 32 examples per copy of the split: a run resumed after epoch
+    k starts at the copy its k epochs were in and holds enough copies for the rest, inside the stream an
+    uninterrupted run would have had."""
+    from mixscribe.train.trainer import TrainConfig, copies_consumed, passes_needed
+
+    cfg = TrainConfig(epochs=10, steps_per_epoch=3, batch_size=4, workers=2, mixes_per_clip=4)
+    whole = passes_needed(cfg, train_clips=8)
+    assert whole == 9 and copies_consumed(cfg, 8, 0) == 0
+    for start in range(11):
+        first, copies = copies_consumed(cfg, 8, start), passes_needed(cfg, 8, start)
+        assert first * 32 <= start * 24 < (first + 1) * 32  # at most part of one copy is seen twice
+        assert (first + copies) * 32 >= 10 * 24 and first + copies <= whole + 1
+    assert copies_consumed(cfg, 8, 4) == 3 and passes_needed(cfg, 8, 4) == 6
 
 
 def test_remix_files_reads_shards_and_remixes_with_the_item_seed(tmp_path):

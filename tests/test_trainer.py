@@ -9,7 +9,7 @@ from mixscribe.config import load_synth_config
 from mixscribe.synth.pipeline import run_synth
 from mixscribe.train.augment import AugmentConfig
 from mixscribe.train.data import RemixConfig
-from mixscribe.train.trainer import CHECKPOINT_FILE, TrainConfig, read_history, run_training
+from mixscribe.train.trainer import CHECKPOINT_FILE, TrainConfig, epochs_done, read_history, run_training
 
 SHORT_CROP = RemixConfig(crop_frames=96, augment=AugmentConfig())  # the training remix, on short crops
 
@@ -38,7 +38,9 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert ((aug >= 0) & (aug <= 1)).all().all() and aug.to_numpy().mean() > 0  # augmentation on by default
     curve = history[["val/frame_f1", "val/note_f1"]]  # the learning curve in figures, every epoch
     assert ((curve >= 0) & (curve <= 1)).all().all() and "val/sep_note_f1" not in history  # amt: no encoder
+    assert epochs_done(str(tmp_path), "run") == 2 and epochs_done(str(tmp_path), "another") == 0
     resumed = run_training(dataclasses.replace(cfg, epochs=3), data, "run", str(tmp_path))
+    assert epochs_done(str(tmp_path), "run") == 3  # what the driver reads before building the data stream
     assert resumed.metrics["epoch"] == 2  # only the missing epoch ran
     assert [(h["epoch"], h["start_epoch"]) for h in read_history(resumed)] == [(0, 0), (1, 0), (2, 2)]
     with resumed.checkpoint.as_directory() as d:

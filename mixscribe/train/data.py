@@ -286,14 +286,17 @@ def remix_batch(table, split: str, remix: RemixConfig, mixes_per_clip: int, seed
     return examples_to_columns(examples, remix.crop_frames, max_k)
 
 
-def remix_tasks(paths: list[str], train_clips: int, pool_clips: int, copies: int, seed: int) -> list[dict]:
+def remix_tasks(paths: list[str], train_clips: int, pool_clips: int, copies: int, seed: int,
+                first_copy: int = 0) -> list[dict]:  # fmt: skip
     """The work items of a training stream: each a group of shard files (about pool_clips training
     clips, remixed together) and its seed. Every copy of the split regroups the files in a new order,
-    so stems meet new partners; the items, and so the mixtures, are deterministic in `seed`."""
+    so stems meet new partners; the items, and so the mixtures, are deterministic in `seed`. A stream
+    from `first_copy` on is the tail of the one from 0: a resumed run goes on with mixtures it has not
+    seen rather than replaying its first epochs'."""
     per_file = max(1.0, train_clips / max(1, len(paths)))
     group = max(1, int(round(pool_clips / per_file)))
     items = []
-    for copy in range(copies):
+    for copy in range(first_copy, first_copy + copies):
         order = np.random.default_rng([seed, copy]).permutation(len(paths))
         for g in range(0, len(order), group):
             items.append({"paths": "\n".join(paths[i] for i in order[g : g + group]),

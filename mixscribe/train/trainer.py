@@ -330,19 +330,28 @@ class _RankZeroTracker:
         log_metrics(self.client, self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
 
-def passes_needed(cfg: TrainConfig, train_clips: int) -> int:
-    """How many copies of the training split one streaming pass must hold to feed the whole run.
-    Restarting a pass costs seconds of idle workers (Ray Data starts its pipeline again), so the work
-    items repeat the split and one pass spans every epoch; each copy is regrouped and remixed anew."""
+def passes_needed(cfg: TrainConfig, train_clips: int, start_epoch: int = 0) -> int:
+    """How many copies of the training split one streaming pass must hold to feed the run's epochs from
+    start_epoch on. Restarting a pass costs seconds of idle workers (Ray Data starts its pipeline again),
+    so the work items repeat the split and one pass spans every epoch; each copy is regrouped and
+    remixed anew."""
     per_pass = max(1, train_clips * cfg.mixes_per_clip)
-    needed = cfg.epochs * cfg.steps_per_epoch * cfg.batch_size * cfg.workers
+    needed = max(0, cfg.epochs - start_epoch) * cfg.steps_per_epoch * cfg.batch_size * cfg.workers
     return -(-needed // per_pass) + 1  # +1: equal splits and drop_last trim a little from each pass
 
 
-def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int):
+def copies_consumed(cfg: TrainConfig, train_clips: int, start_epoch: int) -> int:
+    """Whole copies of the training split that start_epoch finished epochs have used up: where a resumed
+    run's stream starts (at most part of one copy is seen twice)."""
+    per_pass = max(1, train_clips * cfg.mixes_per_clip)
+    return start_epoch * cfg.steps_per_epoch * cfg.batch_size * cfg.workers // per_pass
+
+
+def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int, start_epoch: int = 0):
     """The driver's Ray Data pipeline over the training split's (already verified) shard files: work
     items (groups of shard files, each with a seed) -> remixed examples, in Ray Data tasks beside
-    training. One streaming pass holds enough copies of the split for the whole run (passes_needed)."""
+    training. One streaming pass holds enough copies of the split for the epochs left (passes_needed);
+    a resumed run's pass starts after the copies its finished epochs consumed."""
     import ray.data
 
     from mixscribe.synth.pipeline import reopenable_uri
@@ -351,10 +360,35 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
     uris = [reopenable_uri(fs, p) for p in paths]
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per worker floods the log
     remix = cfg.remix
-    items = remix_tasks(uris, train_clips, cfg.remix_pool_clips, passes_needed(cfg, train_clips), cfg.seed)
+    items = remix_tasks(uris, train_clips, cfg.remix_pool_clips, passes_needed(cfg, train_clips, start_epoch), cfg.seed,
+                        first_copy=copies_consumed(cfg, train_clips, start_epoch))  # fmt: skip
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         remix_files, batch_size=1, num_cpus=cfg.data_cpus,
         fn_kwargs={"split": "train", "remix": remix, "mixes_per_clip": cfg.mixes_per_clip})  # fmt: skip
+
+
+def epochs_done(storage: str, name: str) -> int:
+    """Epochs the run `name` under `storage` has finished (0 for a new run), from Ray Train's record of
+    its latest checkpoint: the epoch a re-run resumes at, known to the driver before the data stream is
+    built."""
+    import logging
+
+    import ray.train
+
+    from mixscribe.fsio import absolute, exists, resolve
+
+    run = f"{absolute(storage).rstrip('/')}/{name}"
+    fs, path = resolve(run)
+    if not exists(fs, path):
+        return 0
+    logger = logging.getLogger("ray.train")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # not Ray's paragraph on the snapshot it found, which re-running wants
+    try:
+        latest = ray.train.Result.from_path(run).metrics or {}
+    finally:
+        logger.setLevel(level)
+    return int(latest["epoch"]) + 1 if "epoch" in latest else 0
 
 
 def ingest_config():
@@ -417,7 +451,9 @@ def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: d
     paths = shard_set.verify(("train", "valid"))  # clear errors before any worker starts
     check_compiler(cfg)
     init_ray()
-    dataset = build_train_dataset(cfg, shard_set.fs, paths["train"], shard_set.manifest.rows_per_split["train"])
+    start_epoch = epochs_done(storage, name)
+    dataset = build_train_dataset(cfg, shard_set.fs, paths["train"], shard_set.manifest.rows_per_split["train"],
+                                  start_epoch)  # fmt: skip
     progress = TrainingProgress(cfg, name)
     trainer = TorchTrainer(
         _loop,
