@@ -24,7 +24,7 @@ OUTPUT_TAG = "mixscribe.output"
 BRANCHES = ("amt", "encoder")
 REPORT_DIR = "report"  # a pipeline's evaluation report, under its folder; studies read it back
 FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"),
-                      "train": ("gain_low", "gain_high", "noise_std", "score_valid_every"),
+                      "train": ("gain_low", "gain_high", "noise_std", "score_valid_every", "timbre_positives"),
                       "synth": ("generator.whole_range_prob",)}
 
 

@@ -121,7 +121,7 @@ def test_pipeline_datasets_are_checked(tmp_path):
 
 def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     """A pipeline started before a setting existed (init_branches, datasets, the remix gains and noise,
-    whole-range training stems) resumes after an upgrade: at their defaults they are not part of the
+    whole-range training stems, the timbre loss's positives) resumes after an upgrade: at their defaults they are not part of the
     digest; set, they are."""
     import hashlib
     import json
@@ -133,7 +133,7 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     del before["pipeline"]["init_branches"], before["pipeline"]["datasets"]
     before["train"] |= before["train"].pop("remix")  # the remix settings as the section once held them, inline
     del before["train"]["gain_low"], before["train"]["gain_high"], before["train"]["noise_std"]
-    del before["train"]["score_valid_every"]
+    del before["train"]["score_valid_every"], before["train"]["timbre_positives"]
     del before["synth"]["generator"]["whole_range_prob"]
     # the evaluate section as it was: these decoding settings inline, none of DecodeParams' others
     decode = before["evaluate"].pop("decode")
@@ -155,6 +155,9 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     whole = tmp_path / "whole.yaml"
     whole.write_text(yaml.safe_dump({"synth": {"generator": {"whole_range_prob": 1.0}}}))
     assert load_plan(str(whole)).digest() != plan.digest()
+    other = tmp_path / "other-pitch.yaml"
+    other.write_text(yaml.safe_dump({"train": {"timbre_positives": "other-pitch"}}))
+    assert load_plan(str(other)).digest() != load_plan(str(tmp_path / "plain.yaml")).digest()
 
 
 def test_the_model_runs_at_the_record_schemas_rate_and_hop():

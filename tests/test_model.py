@@ -175,6 +175,42 @@ def test_info_nce_hand_computed_and_single_timbre_is_zero():
     assert timbre_loss(ModelConfig(), emb, members).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_other_pitch_positives_drop_the_anchors_own_pitch_from_both_sums():
+    """Source A at pitch rows 10 (two frames) and 20, source B at row 30. With positives "other-pitch" an
+    anchor of A at row 10 is pulled only toward A at row 20 (the other frame at row 10 is in neither sum),
+    so A's two pitches sharing a direction costs less than A's two frames at one pitch sharing one."""
+    tau = 0.15
+    members = torch.zeros(1, 2, 84, 2)
+    members[0, 0, 10, :] = 1
+    members[0, 0, 20, 0] = 1
+    members[0, 1, 30, 0] = 1
+    e1, e2, e3 = torch.eye(12)[:3]
+
+    def embedding(a10, a20, b30):
+        emb = torch.zeros(1, 12, 84, 2)
+        emb[0, :, 10, :] = a10[:, None]
+        emb[0, :, 20, 0], emb[0, :, 30, 0] = a20, b30
+        return emb
+
+    def nce(a, b):  # -log(sum over positives / sum over all), similarities a (positives) and b (others)
+        return -np.log(np.sum(np.exp(a)) / (np.sum(np.exp(a)) + np.sum(np.exp(b))))
+
+    one, half = 1 / tau, 0.0
+    # A's pitches alike: anchors A@10 (x2): positive A@20; anchor A@20: positives A@10 x2; B: none.
+    alike = embedding(e1, e1, e2)
+    expected = (2 * nce([one], [half]) + nce([one, one], [half])) / 3
+    assert timbre_loss(ModelConfig(), alike, members, positives="other-pitch").item() == pytest.approx(expected, rel=1e-3)
+    # A's pitches apart (register-like): only the same-note frames alike, which "all" rewards.
+    apart = embedding(e1, e3, e2)
+    expected = (2 * nce([half], [half]) + nce([half, half], [half])) / 3
+    assert timbre_loss(ModelConfig(), apart, members, positives="other-pitch").item() == pytest.approx(expected, rel=1e-3)
+    assert timbre_loss(ModelConfig(), apart, members, positives="other-pitch") > timbre_loss(ModelConfig(), alike, members, positives="other-pitch")
+    all_apart = (2 * nce([one, half], [half]) + nce([half, half], [half])) / 3  # A@10's other frame: a positive
+    assert timbre_loss(ModelConfig(), apart, members).item() == pytest.approx(all_apart, rel=1e-3)
+    with pytest.raises(ValueError, match="positives"):
+        timbre_loss(ModelConfig(), apart, members, positives="same-note")
+
+
 def test_deep_clustering_matches_dense_form():
     v = torch.nn.functional.normalize(torch.randn(30, 12), dim=1)
     y = (torch.rand(30, 3) > 0.5).float()

@@ -296,6 +296,7 @@ def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
     assert dataclasses.replace(coloured.train.remix.augment, p_stem_colour=0.0) == whole.train.remix.augment
     assert varied.synth.splits.holdout_sf_family == "fluidr3" and "same-register" in varied.evaluate.sets
     recipe = {"whole-range-paper-lr": ("lr", 3e-4), "whole-range-fp32": ("precision", "float32"),
+              "whole-range-other-pitch": ("timbre_positives", "other-pitch"),
               "whole-range-long-crops": ("remix", dataclasses.replace(whole.train.remix, crop_frames=600))}
     for arm, (name, value) in recipe.items():  # one training setting each, on whole-range stems
         plan = plans[arm]

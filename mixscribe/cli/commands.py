@@ -284,6 +284,23 @@ def _log_trained_model(run: tuple, result, cfg) -> None:
             tracking.log_trained_model(uri, rid, os.path.join(d, CHECKPOINT_FILE), {"train": to_dict(cfg)})
 
 
+def _cmd_curve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mixscribe.pipeline import write_curve
+    from mixscribe.train.trainer import run_history
+
+    stage, history = run_history(args.run)
+    table, plot = write_curve(Path(args.out), stage, history)
+    figures = [k for k in ("val/loss", "val/note_f1", "val/sep_note_f1", "val/cluster_purity") if k in history[-1]]
+    print(f"{stage}: {len(history)} epochs, {history[-1].get('train/examples_seen', 0):,} examples seen")
+    for row in history:
+        print(f"  epoch {row['epoch']:>3}  examples {row.get('train/examples_seen', 0):>9,}  "
+              + "  ".join(f"{k} {row[k]:.4f}" for k in figures if k in row))  # fmt: skip
+    print(f"{table}\n{plot}")
+    return 0
+
+
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from mixscribe.pipeline import run_pipeline
 
@@ -452,6 +469,7 @@ COMMANDS = {
     "synth": _cmd_synth,
     "inspect": _cmd_inspect,
     "train": _cmd_train,
+    "curve": _cmd_curve,
     "pipeline": _cmd_pipeline,
     "evaluate": _cmd_evaluate,
     "baseline": _cmd_baseline,

@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="runs", help="where runs and checkpoints live")
     add_mlflow_args(p, "do not log to MLflow")
 
+    p = command("curve", help="the learning curve of a training run so far (running, stopped or finished)")
+    p.add_argument("run", help="the run's folder: STORAGE/NAME of mixscribe train, WORKDIR/PIPELINE/ray/PIPELINE-STAGE "
+                   "of a pipeline")  # fmt: skip
+    p.add_argument("--out", default="curves", help="folder for STAGE.csv and STAGE.png (default: ./curves)")
+
     p = command("pipeline", help="the main job: synth -> train -> evaluate as one MLflow run (re-run to resume)")
     p.add_argument("--config", default="demo", help="preset name or YAML file (default: demo)")
     p.add_argument("--workdir", default="out", help="outputs under WORKDIR/NAME; MLflow in WORKDIR/mlflow.db "

@@ -25,19 +25,31 @@ def amt_loss(cfg: ModelConfig, frame_t: torch.Tensor, onset_t: torch.Tensor, fra
     )
 
 
-def _active(embedding: torch.Tensor, membership: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One item: V [D, P, T], Y [M, P, T] -> (v [n, D], y [n, M]) over bins where any source is active."""
+# Which bins of a source are an anchor's positives: "all" (the paper's), or "other-pitch": only those at
+# another pitch, the source's bins at the anchor's own pitch (mostly frames of the same note) leaving the
+# loss altogether. Frames of one note are near-copies of each other: with them in the sum of positives,
+# the loss falls as they grow alike, while what clustering needs, one instrument's notes at different
+# pitches alike, gets only the small share of the gradient those harder positives have.
+POSITIVES = ("all", "other-pitch")
+
+
+def _active(embedding: torch.Tensor, membership: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One item: V [D, P, T], Y [M, P, T] -> (v [n, D], y [n, M], pitch row [n]) over bins where any
+    source is active."""
     y = (membership > 0.1).flatten(1).T.float()
     mask = y.sum(1) > 0
-    return embedding.flatten(1).T[mask], y[mask]
+    rows = torch.arange(y.shape[0], device=y.device) // membership.shape[-1]
+    return embedding.flatten(1).T[mask], y[mask], rows[mask]
 
 
 def info_nce_item(v: torch.Tensor, y: torch.Tensor, tau: float, max_anchors: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor | None:  # fmt: skip
+                  generator: torch.Generator | None = None, rows: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
     """Multi-positive InfoNCE with the positives summed inside the log, anchors sampled.
 
     L_i = -log( sum_{j in P(i)} exp(s_ij) / sum_{j != i} exp(s_ij) ), s = v_i.v_j / tau, P(i) = bins
     sharing an instrument with i. Anchors without positives are skipped; one timbre gives exactly 0.
+    With `rows` (each bin's pitch row), bins sharing an instrument and the pitch with i leave both sums
+    (positives "other-pitch"); another instrument at i's pitch stays a negative.
     """
     n = v.shape[0]
     if n < 2:
@@ -50,6 +62,10 @@ def info_nce_item(v: torch.Tensor, y: torch.Tensor, tau: float, max_anchors: int
     self_mask[torch.arange(len(anchors)), anchors] = True
     sim = sim.masked_fill(self_mask, float("-inf"))
     positive = ((y[anchors] @ y.T) >= 1) & ~self_mask
+    if rows is not None:
+        own_pitch = positive & (rows[anchors][:, None] == rows[None, :])
+        sim = sim.masked_fill(own_pitch, float("-inf"))
+        positive &= ~own_pitch
     has_pos = positive.any(1)
     if not has_pos.any():
         return None
@@ -70,13 +86,16 @@ def deep_clustering_item(v: torch.Tensor, y: torch.Tensor) -> torch.Tensor | Non
 
 
 def timbre_loss(cfg: ModelConfig, embedding: torch.Tensor, membership: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-    """Batch mean over items. embedding [B, D, 84, T]; membership [B, M, 84, T] (per-source rolls)."""
+                generator: torch.Generator | None = None, positives: str = "all") -> torch.Tensor:  # fmt: skip
+    """Batch mean over items. embedding [B, D, 84, T]; membership [B, M, 84, T] (per-source rolls);
+    positives: one of POSITIVES (InfoNCE only)."""
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
     losses = []
     for b in range(embedding.shape[0]):
-        v, y = _active(embedding[b], membership[b])
-        item = (info_nce_item(v, y, cfg.tau, cfg.max_anchors, generator) if cfg.timbre_loss == "infonce"
-                else deep_clustering_item(v, y))  # fmt: skip
+        v, y, rows = _active(embedding[b], membership[b])
+        item = (info_nce_item(v, y, cfg.tau, cfg.max_anchors, generator, rows if positives == "other-pitch" else None)
+                if cfg.timbre_loss == "infonce" else deep_clustering_item(v, y))  # fmt: skip
         if item is not None:
             losses.append(item)
     return torch.stack(losses).mean() if losses else embedding.sum() * 0.0

@@ -29,6 +29,10 @@ class TrainConfig(SelfChecking):
     # note F and separated note F (train.curve): the learning curve in figures, not only the loss. 0: never.
     score_valid_every: int = 1
     lr: float = 3e-4
+    # The timbre loss's positives (mixscribe.model.losses.POSITIVES): "all" bins of the anchor's source
+    # (the paper's), or "other-pitch" (not the source's bins at the anchor's pitch, mostly the same note's
+    # frames). A training choice, so it lives here and not in the model config a checkpoint carries.
+    timbre_positives: str = "all"
     weight_decay: float = 0.01
     seed: int = 0
     mixes_per_clip: int = 4  # mixtures drawn per stored clip on each pass over the data
@@ -57,6 +61,7 @@ class TrainConfig(SelfChecking):
 
     def validate(self) -> None:
         from mixscribe.config import check_field
+        from mixscribe.model.losses import POSITIVES
         from mixscribe.train.steps import PRECISIONS, STAGES
 
         check_field(self.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
@@ -66,6 +71,7 @@ class TrainConfig(SelfChecking):
         check_field(self.score_valid_every >= 0, "train.score_valid_every", "must be >= 0 (0: never)")
         check_field(0 <= self.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
         check_field(self.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
+        check_field(self.timbre_positives in POSITIVES, "train.timbre_positives", f"must be one of {list(POSITIVES)}")
         check_field(isinstance(self.compile, bool), "train.compile", "must be true or false")
         check_field(self.mixes_per_clip >= 1 and self.remix_pool_clips >= 1, "train.mixes_per_clip",
                "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
@@ -244,7 +250,8 @@ def _loop(config: dict) -> None:
             batch = batch.to(device)
             augmented += aug_counts
             wait += time.perf_counter() - t0
-            parts = train_step(model, batch, optimizer, cfg.stage, forward=forward, precision=precision)
+            parts = train_step(model, batch, optimizer, cfg.stage, forward=forward, precision=precision,
+                               positives=cfg.timbre_positives)  # fmt: skip
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.steps_per_epoch
             if rank == 0:
@@ -252,7 +259,7 @@ def _loop(config: dict) -> None:
         elapsed = time.perf_counter() - t_epoch
         model.eval()
         with torch.no_grad():
-            val = {f"val/{k}": float(v) for k, v in losses(model, valid_batch, cfg.stage).items()}
+            val = {f"val/{k}": float(v) for k, v in losses(model, valid_batch, cfg.stage, positives=cfg.timbre_positives).items()}
         step_scheduler(scheduler, val["val/loss"])
         if rank == 0 and scores_due(cfg, epoch):
             val |= validation_scores(model, valid_examples, cfg.stage)
@@ -367,28 +374,53 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
         fn_kwargs={"split": "train", "remix": remix, "mixes_per_clip": cfg.mixes_per_clip})  # fmt: skip
 
 
-def epochs_done(storage: str, name: str) -> int:
-    """Epochs the run `name` under `storage` has finished (0 for a new run), from Ray Train's record of
-    its latest checkpoint: the epoch a re-run resumes at, known to the driver before the data stream is
-    built."""
+def _latest_result(run: str):
+    """Ray Train's record of the run folder `run` (STORAGE/NAME), or None where no run was ever
+    started there."""
     import logging
 
     import ray.train
 
-    from mixscribe.fsio import absolute, exists, resolve
+    from mixscribe.fsio import exists, resolve
 
-    run = f"{absolute(storage).rstrip('/')}/{name}"
     fs, path = resolve(run)
     if not exists(fs, path):
-        return 0
+        return None
     logger = logging.getLogger("ray.train")
     level = logger.level
     logger.setLevel(logging.WARNING)  # not Ray's paragraph on the snapshot it found, which re-running wants
     try:
-        latest = ray.train.Result.from_path(run).metrics or {}
+        return ray.train.Result.from_path(run)
     finally:
         logger.setLevel(level)
+
+
+def epochs_done(storage: str, name: str) -> int:
+    """Epochs the run `name` under `storage` has finished (0 for a new run), from Ray Train's record of
+    its latest checkpoint: the epoch a re-run resumes at, known to the driver before the data stream is
+    built."""
+    from mixscribe.fsio import absolute
+
+    result = _latest_result(f"{absolute(storage).rstrip('/')}/{name}")
+    latest = (result.metrics if result else None) or {}
     return int(latest["epoch"]) + 1 if "epoch" in latest else 0
+
+
+def run_history(run: str) -> tuple[str, list[dict]]:
+    """The stage a training run (its folder, STORAGE/NAME) trains and every finished epoch's metrics,
+    from its latest checkpoint: the learning curve of a run that is still going or was stopped, which the
+    pipeline otherwise writes only when the stage ends."""
+    from mixscribe.errors import MixscribeError
+    from mixscribe.fsio import absolute
+    from mixscribe.model.checkpoint import load_checkpoint
+
+    result = _latest_result(absolute(run))
+    if result is None or not result.checkpoint:
+        raise MixscribeError(f"{run}: not a training run with a checkpoint (expected the folder Ray Train "
+                             "writes under --storage, STORAGE/NAME, e.g. out/PIPELINE/ray/PIPELINE-amt)")  # fmt: skip
+    with result.checkpoint.as_directory() as d:
+        stage = (load_checkpoint(os.path.join(d, CHECKPOINT_FILE)).get("extra") or {}).get("stage", "train")
+    return str(stage), read_history(result)
 
 
 def ingest_config():
