@@ -31,6 +31,12 @@ def test_invalid_config_field(tmp_path):
     assert not out.exists()
 
 
+def test_curve_of_a_folder_that_is_no_training_run(tmp_path):
+    r = run_cli("curve", str(tmp_path / "nowhere"), "--out", str(tmp_path / "curves"))
+    assert_one_line_error(r, "nowhere", "not a training run")
+    assert not (tmp_path / "curves").exists()
+
+
 def test_unknown_field_and_unpitched_program(tmp_path):
     r = run_cli("synth", "--config", write_cfg(tmp_path, "synth:\n  stemz: 2\n"), "--out", str(tmp_path / "o"), "--clips", "1")
     assert_one_line_error(r, "synth.stemz", "unknown")

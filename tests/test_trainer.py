@@ -10,6 +10,7 @@ from mixscribe.synth.pipeline import run_synth
 from mixscribe.train.augment import AugmentConfig
 from mixscribe.train.data import RemixConfig
 from mixscribe.train.trainer import CHECKPOINT_FILE, TrainConfig, epochs_done, read_history, run_training
+from tests.conftest import run_cli
 
 SHORT_CROP = RemixConfig(crop_frames=96, augment=AugmentConfig())  # the training remix, on short crops
 
@@ -52,6 +53,13 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert resumed.metrics["train/examples_seen"] == 3 * per_epoch and extra["examples_seen"] == {"amt": 3 * per_epoch}
     kept = [p for p in (tmp_path / "run").iterdir() if p.is_dir() and p.name.startswith("checkpoint_")]
     assert 1 <= len(kept) <= cfg.num_to_keep
+    shown = run_cli("curve", str(tmp_path / "run"), "--out", str(tmp_path / "curves"))  # the learning curve so far
+    assert shown.returncode == 0, shown.stderr
+    assert "amt: 3 epochs" in shown.stdout and f"examples {3 * per_epoch:>9,}" in shown.stdout
+    rows = (tmp_path / "curves" / "amt.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train/examples_seen,") and [r.split(",")[:2] for r in rows[1:]] == [
+        [str(e), str((e + 1) * per_epoch)] for e in range(3)]
+    assert (tmp_path / "curves" / "amt.png").stat().st_size > 0
 
 
 def test_bf16_training_on_two_workers_lowers_the_loss(data, tmp_path):
