@@ -42,6 +42,23 @@ def test_bad_fields_are_named(data, field):
         from_dict(SynthConfig, data, prefix="synth.").validate()
 
 
+def test_the_scale_presets_train_one_branch_each_ten_times_on_the_same_whole_range_clips():
+    """scale-amt continues the shipped AMT branch (and keeps its encoder); scale-encoder trains a new
+    encoder with other-pitch positives on the shipped AMT branch; their synth sections are one, so the
+    two pipelines render the same clips and their branches combine."""
+    from mixscribe.pipeline import load_plan
+
+    amt, enc = load_plan("scale-amt"), load_plan("scale-encoder")
+    assert amt.synth == enc.synth and amt.synth.generator.whole_range_prob == 1.0 and amt.pipeline.num_clips == 9600
+    assert amt.pipeline.train_stages == ("amt",) and set(amt.pipeline.init_branches) == {"amt", "encoder"}
+    assert enc.pipeline.train_stages == ("encoder",) and enc.pipeline.init_branches == ("amt",)
+    assert amt.pipeline.init_checkpoint == enc.pipeline.init_checkpoint == "default"
+    a, e = amt.train_for("amt"), enc.train_for("encoder")
+    assert (a.timbre_positives, e.timbre_positives) == ("all", "other-pitch")
+    examples = [c.epochs * c.steps_per_epoch * c.batch_size * c.workers for c in (a, e)]
+    assert examples == [320_000, 480_000]  # about 10x the shipped branches' 34,000 and 50,000
+
+
 def test_unknown_preset_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="no such preset"):
         load_synth_config("nope")
