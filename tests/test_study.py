@@ -279,8 +279,9 @@ def test_register_study_preset_varies_only_where_register_comes_from(tmp_path):
 
 
 def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
-    """study-timbre: whole-range changes only the generator's range; the two last arms add their timbre
-    variation to whole-range stems and change nothing else, so each is read against whole-range."""
+    """study-timbre: whole-range changes only the generator's range; varied, coloured and other-pitch add
+    one change to whole-range stems and are read against whole-range; the recipe arms add one setting to
+    other-pitch and are read against it."""
     plans = arm_plans("study-timbre", "fluidr3", tmp_path)
     without, whole = plans["without"], plans["whole-range"]
     varied, coloured = plans["whole-range-varied"], plans["whole-range-coloured"]
@@ -295,15 +296,20 @@ def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
     assert coloured.synth == whole.synth and coloured.evaluate == whole.evaluate
     assert dataclasses.replace(coloured.train.remix.augment, p_stem_colour=0.0) == whole.train.remix.augment
     assert varied.synth.splits.holdout_sf_family == "fluidr3" and "same-register" in varied.evaluate.sets
-    recipe = {"whole-range-paper-lr": ("lr", 3e-4), "whole-range-fp32": ("precision", "float32"),
-              "whole-range-other-pitch": ("timbre_positives", "other-pitch"),
-              "whole-range-long-crops": ("remix", dataclasses.replace(whole.train.remix, crop_frames=600))}
-    for arm, (name, value) in recipe.items():  # one training setting each, on whole-range stems
+    other = plans["whole-range-other-pitch"]
+    assert (whole.train.timbre_positives, other.train.timbre_positives) == ("all", "other-pitch")
+    assert other.synth == whole.synth and other.evaluate == whole.evaluate and other.pipeline == whole.pipeline
+    assert dataclasses.replace(other.train, timbre_positives="all") == whole.train
+    recipe = {"other-pitch-paper-lr": ("lr", 3e-4), "other-pitch-fp32": ("precision", "float32"),
+              "other-pitch-long-crops": ("remix", dataclasses.replace(whole.train.remix, crop_frames=600))}
+    for arm, (name, value) in recipe.items():  # one training setting each, on top of other-pitch
         plan = plans[arm]
-        assert plan.synth == whole.synth and plan.evaluate == whole.evaluate and plan.pipeline == whole.pipeline
-        assert getattr(plan.train, name) == value != getattr(whole.train, name)
-        assert dataclasses.replace(plan.train, **{name: getattr(whole.train, name)}) == whole.train
-    assert load_study("mixscribe/presets/study-timbre.yaml").builds_on == {a: "whole-range" for a in list(plans)[2:]}
+        assert plan.synth == other.synth and plan.evaluate == other.evaluate and plan.pipeline == other.pipeline
+        assert getattr(plan.train, name) == value != getattr(other.train, name)
+        assert dataclasses.replace(plan.train, **{name: getattr(other.train, name)}) == other.train
+    assert load_study("mixscribe/presets/study-timbre.yaml").builds_on == {
+        "whole-range-varied": "whole-range", "whole-range-coloured": "whole-range", "whole-range-other-pitch": "whole-range",
+        **{arm: "whole-range-other-pitch" for arm in recipe}}
     for plan in plans.values():  # new encoders on the shipped AMT branch, as in the register study
         assert plan.pipeline.init_checkpoint == "default" and plan.pipeline.init_branches == ("amt",)
         assert plan.pipeline.train_stages == ("encoder",) and plan.train_for("encoder").epochs == 8
