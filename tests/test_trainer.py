@@ -39,7 +39,9 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert ((aug >= 0) & (aug <= 1)).all().all() and aug.to_numpy().mean() > 0  # augmentation on by default
     curve = history[["val/frame_f1", "val/note_f1"]]  # the learning curve in figures, every epoch
     assert ((curve >= 0) & (curve <= 1)).all().all() and "val/sep_note_f1" not in history  # amt: no encoder
+    (tmp_path / "stopped-early" / "checkpoint_2026-01-01_00-00-00.000000").mkdir(parents=True)  # no Ray record yet
     assert epochs_done(str(tmp_path), "run") == 2 and epochs_done(str(tmp_path), "another") == 0
+    assert epochs_done(str(tmp_path), "stopped-early") == 0
     resumed = run_training(dataclasses.replace(cfg, epochs=3), data, "run", str(tmp_path))
     assert epochs_done(str(tmp_path), "run") == 3  # what the driver reads before building the data stream
     assert resumed.metrics["epoch"] == 2  # only the missing epoch ran

@@ -375,22 +375,20 @@ def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int
 
 
 def _latest_result(run: str):
-    """Ray Train's record of the run folder `run` (STORAGE/NAME), or None where no run was ever
-    started there."""
+    """Ray Train's record of the run folder `run` (STORAGE/NAME), or None where there is none: no run
+    was started there, or it was stopped before Ray wrote its record, in which case Ray starts it afresh
+    too."""
     import logging
 
     import ray.train
 
-    from mixscribe.fsio import exists, resolve
-
-    fs, path = resolve(run)
-    if not exists(fs, path):
-        return None
     logger = logging.getLogger("ray.train")
     level = logger.level
     logger.setLevel(logging.WARNING)  # not Ray's paragraph on the snapshot it found, which re-running wants
     try:
         return ray.train.Result.from_path(run)
+    except RuntimeError:  # Ray's "doesn't exist" / "snapshot doesn't exist": nothing to resume from
+        return None
     finally:
         logger.setLevel(level)
 
