@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -115,10 +116,19 @@ class ShardSet:
         if not self.manifest.rows_per_split.get(split):
             raise ShardError(f"{self.root}: no clips in split {split!r} (it has {self.manifest.rows_per_split})")
 
-    def read_table(self, columns: list[str] | None = None) -> pa.Table:
-        """All rows, each listed file checked present and of this schema."""
+    def read_table(self, columns: list[str] | None = None, splits: tuple[str, ...] | None = None,
+                   ids: tuple[str, ...] | None = None) -> pa.Table:
+        """All rows, or those of `splits` and/or `ids`, each file read checked present and of this
+        schema. Rows are filtered file by file as they are read, so memory holds one shard and the
+        kept rows: a 10,000-clip set is gigabytes of audio, and each training worker wants its few
+        hundred validation clips from it."""
+        wanted = {name: pa.array(list(values), pa.string())
+                  for name, values in (("split", splits), ("id", ids)) if values is not None}  # fmt: skip
+        read = [*columns, *(name for name in wanted if name not in columns)] if columns else None
         tables = []
         for f in self.manifest.files:
+            if splits is not None and not any(f.may_hold(s) for s in splits):
+                continue
             path = self.path(f)
             if not exists(self.fs, path):
                 raise ShardError(f"{path}: listed in the manifest but missing")
@@ -127,8 +137,14 @@ class ShardSet:
             except Exception as exc:
                 raise ShardError(f"{path}: corrupt shard ({exc})") from exc
             check_schema(pf.schema_arrow, path)
-            tables.append(pf.read(columns=columns))
-        return pa.concat_tables(tables) if tables else CLIP_SCHEMA.empty_table()
+            table = pf.read(columns=read)
+            for name, values in wanted.items():
+                table = table.filter(pc.is_in(table[name], value_set=values))
+            tables.append(table.select(columns) if columns else table)
+        if tables:
+            return pa.concat_tables(tables)
+        empty = CLIP_SCHEMA.empty_table()
+        return empty.select(columns) if columns else empty
 
     def verify(self, splits: tuple[str, ...]) -> dict[str, list[str]]:
         """Every file holding one of the splits, checked before work starts: present, of this schema,

@@ -59,6 +59,25 @@ def test_a_written_set_opens_typed_and_reads_whole(tmp_path):
     assert len(m.content_hash()) == 16 and m.content_hash() == ShardSet.open(str(tmp_path)).manifest.content_hash()
 
 
+def test_rows_of_some_splits_or_ids_are_filtered_file_by_file(tmp_path):
+    """A training worker reads its validation clips, not the whole set: rows of other splits are
+    dropped as each file is read, and a file the manifest says holds none of them is not opened."""
+    write_set(tmp_path, [["train", "valid", "test"], ["train", "train"], ["valid", "test"]])
+    opened = ShardSet.open(str(tmp_path))
+    valid = opened.read_table(splits=("valid",))
+    assert valid.column("id").to_pylist() == ["clip-0001", "clip-0005"]
+    assert valid.schema == opened.read_table().schema  # whole rows, as the unfiltered read gives them
+    assert opened.read_table(columns=["id"], splits=("test", "valid")).to_pydict() == {
+        "id": ["clip-0001", "clip-0002", "clip-0005", "clip-0006"]}  # the filter's column is read, not returned
+    assert opened.read_table(columns=["split"], ids=("clip-0004", "clip-0006")).column("split").to_pylist() == [
+        "train", "test"]
+    assert opened.read_table(splits=("valid",), ids=("clip-0002",)).num_rows == 0
+    (tmp_path / "clips" / "part-00000001.parquet").unlink()  # holds only train rows
+    assert opened.read_table(columns=["id"], splits=("valid",)).num_rows == 2
+    with pytest.raises(ShardError, match="part-00000001.parquet: listed in the manifest but missing"):
+        opened.read_table(splits=("train",))
+
+
 def test_a_renderers_record_without_ids_or_splits_is_read_too():
     """The synthetic renderer lists rows and first/last ids, and no splits: each file may hold any."""
     f = ShardFile.from_record({"path": "clips/part-00000000.parquet", "rows": 16, "first_id": "a", "last_id": "b",

@@ -258,7 +258,7 @@ def set_tables(shards: str, names) -> dict:
     unknown = [s for s in names if s not in have]
     if unknown:
         raise MixscribeError(f"{root}: no set {unknown[0]!r} in this shard set (it has {sorted(have)})")
-    table = shard_set.read_table()
+    table = shard_set.read_table(splits=tuple(dict.fromkeys(names)))
     out = {}
     for name in dict.fromkeys(names):
         part = table.filter(pc.equal(table["split"], name))

@@ -68,12 +68,13 @@ def summary(shards: str) -> str:
 
 
 def load_clip(shards: str, clip_id: str) -> Clip:
-    t = ShardSet.open(shards).read_table()
-    ids = t.column("id").to_pylist()
-    if clip_id not in ids:
+    shard_set = ShardSet.open(shards)
+    t = shard_set.read_table(ids=(clip_id,))
+    if t.num_rows == 0:
+        ids = shard_set.read_table(columns=["id"]).column("id").to_pylist()
         raise MixscribeError(f"{shards}: no clip {clip_id!r} (ids run {ids[0]} .. {ids[-1]})" if ids else
                              f"{shards}: the shard set is empty")  # fmt: skip
-    return clip_from_row(t.slice(ids.index(clip_id), 1).to_pylist()[0])
+    return clip_from_row(t.slice(0, 1).to_pylist()[0])
 
 
 def _write_wav(path: Path, audio: np.ndarray) -> None:
