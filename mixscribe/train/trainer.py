@@ -174,12 +174,16 @@ def read_history(result) -> list[dict]:
     """Every epoch's metrics of a finished run, from its latest checkpoint (Ray's metrics_dataframe only
     holds the kept checkpoints). Each entry's `start_epoch` says where its worker group started, so a
     resumed run shows start_epoch > 0 after the resume."""
-    import torch
-
     if not result.checkpoint:
         return []
     with result.checkpoint.as_directory() as d:
-        return list(torch.load(os.path.join(d, STATE_FILE), weights_only=True).get("history", []))
+        return _history_in(d)
+
+
+def _history_in(checkpoint_dir: str) -> list[dict]:
+    import torch
+
+    return list(torch.load(os.path.join(checkpoint_dir, STATE_FILE), weights_only=True).get("history", []))
 
 
 def examples_seen_before(init_checkpoint: str) -> dict[str, int]:
@@ -337,21 +341,26 @@ class _RankZeroTracker:
         log_metrics(self.client, self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
 
+def _stream_arithmetic(cfg: TrainConfig, train_clips: int, epochs: int) -> tuple[int, int]:
+    """(examples in one copy of the training split, examples `epochs` epochs of every worker take)."""
+    per_copy = max(1, train_clips * cfg.mixes_per_clip)
+    return per_copy, max(0, epochs) * cfg.steps_per_epoch * cfg.batch_size * cfg.workers
+
+
 def passes_needed(cfg: TrainConfig, train_clips: int, start_epoch: int = 0) -> int:
     """How many copies of the training split one streaming pass must hold to feed the run's epochs from
     start_epoch on. Restarting a pass costs seconds of idle workers (Ray Data starts its pipeline again),
     so the work items repeat the split and one pass spans every epoch; each copy is regrouped and
     remixed anew."""
-    per_pass = max(1, train_clips * cfg.mixes_per_clip)
-    needed = max(0, cfg.epochs - start_epoch) * cfg.steps_per_epoch * cfg.batch_size * cfg.workers
-    return -(-needed // per_pass) + 1  # +1: equal splits and drop_last trim a little from each pass
+    per_copy, needed = _stream_arithmetic(cfg, train_clips, cfg.epochs - start_epoch)
+    return -(-needed // per_copy) + 1  # +1: equal splits and drop_last trim a little from each pass
 
 
 def copies_consumed(cfg: TrainConfig, train_clips: int, start_epoch: int) -> int:
     """Whole copies of the training split that start_epoch finished epochs have used up: where a resumed
     run's stream starts (at most part of one copy is seen twice)."""
-    per_pass = max(1, train_clips * cfg.mixes_per_clip)
-    return start_epoch * cfg.steps_per_epoch * cfg.batch_size * cfg.workers // per_pass
+    per_copy, used = _stream_arithmetic(cfg, train_clips, start_epoch)
+    return used // per_copy
 
 
 def build_train_dataset(cfg: TrainConfig, fs, paths: list[str], train_clips: int, start_epoch: int = 0):
@@ -418,7 +427,7 @@ def run_history(run: str) -> tuple[str, list[dict]]:
                              "writes under --storage, STORAGE/NAME, e.g. out/PIPELINE/ray/PIPELINE-amt)")  # fmt: skip
     with result.checkpoint.as_directory() as d:
         stage = (load_checkpoint(os.path.join(d, CHECKPOINT_FILE)).get("extra") or {}).get("stage", "train")
-    return str(stage), read_history(result)
+        return str(stage), _history_in(d)
 
 
 def ingest_config():
