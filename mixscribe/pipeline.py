@@ -22,6 +22,8 @@ from mixscribe.errors import MixscribeError
 STAGE_TAG, PIPELINE_TAG, DIGEST_TAG = "mixscribe.stage", "mixscribe.pipeline", "mixscribe.config_digest"
 OUTPUT_TAG = "mixscribe.output"
 BRANCHES = ("amt", "encoder")
+FROM_PIPELINE = "pipeline:"  # pipeline.init_checkpoint: another pipeline's model, by name
+INIT_MODEL = "init.pt"  # the copy of the starting model, under the pipeline's models/
 REPORT_DIR = "report"  # a pipeline's evaluation report, under its folder; studies read it back
 FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"),
                       "train": ("gain_low", "gain_high", "noise_std", "score_valid_every", "timbre_positives"),
@@ -42,7 +44,9 @@ class PipelineConfig(SelfChecking):
     # encoder stage converges in fewer epochs than the AMT stage.
     stage_train: dict[str, dict] = field(default_factory=dict)
     # Continued training: a checkpoint the first training stage starts from ("default": the shipped
-    # model), so a study can measure a change on top of a trained model at the cost of a few epochs.
+    # model; "pipeline:NAME": the model the finished pipeline NAME wrote in the same workdir), so a study
+    # can measure a change on top of a trained model at the cost of a few epochs, and one branch's
+    # scale-up can start from another's result.
     init_checkpoint: str = ""
     # The branches taken from init_checkpoint; the others start from fresh (seeded) weights. [amt] trains a
     # new timbre encoder on the trained AMT branch: what an encoder learns from its first examples (e.g.
@@ -72,6 +76,10 @@ class PipelineConfig(SelfChecking):
             check_field("stage" not in fields, f"pipeline.stage_train.{stage}.stage", "the stage is set by its key")
         for name in ("init_checkpoint", "compare_with"):
             spec = getattr(self, name)
+            if name == "init_checkpoint" and spec.startswith(FROM_PIPELINE):
+                check_field(_pipeline_name_ok(spec[len(FROM_PIPELINE):]), f"pipeline.{name}",
+                            f"{spec!r}: expected pipeline:NAME, NAME a pipeline of the same workdir")  # fmt: skip
+                continue
             check_field(not spec or Path(resolve_init_checkpoint(spec)).is_file(), f"pipeline.{name}",
                    f"no such checkpoint file {spec!r}")  # fmt: skip
         check_field(bool(self.init_branches) and all(b in BRANCHES for b in self.init_branches), "pipeline.init_branches",
@@ -84,6 +92,31 @@ class PipelineConfig(SelfChecking):
             check_field(name in DATASETS, f"pipeline.datasets.{name}", f"unknown dataset; one of {sorted(DATASETS)}")
             check_field(Path(str(home)).expanduser().is_dir(), f"pipeline.datasets.{name}", f"no such folder {home!r}")
         check_field(bool(self.compare_sets) or not self.compare_with, "pipeline.compare_sets", "needs at least one set")
+
+
+def _pipeline_name_ok(name: str) -> bool:
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
+def finished_pipeline_model(workdir: str | Path, name: str) -> str:
+    """The model the finished pipeline `name` wrote (its MLflow run's output), found in the workdir's
+    tracking store; a clear error naming the field when it has not finished or its model is gone."""
+    from mixscribe import tracking
+
+    Path(workdir).mkdir(parents=True, exist_ok=True)  # the tracking store lives there
+    mlf = tracking.client(tracking.tracking_uri(workdir))
+    experiments = [e.experiment_id for e in mlf.search_experiments()]
+    query = f"tags.`{PIPELINE_TAG}` = '{name}' and tags.`{STAGE_TAG}` = 'pipeline'"
+    runs = mlf.search_runs(experiments, filter_string=query, order_by=["attributes.start_time DESC"]) if experiments else []
+    finished = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get(OUTPUT_TAG)]
+    where = f"pipeline.init_checkpoint: {FROM_PIPELINE}{name}"
+    if not finished:
+        state = f"its run is {runs[0].info.status}" if runs else f"no pipeline of that name in {Path(workdir).resolve()}"
+        raise MixscribeError(f"{where}: that pipeline has not finished ({state}); run it first, in the same --workdir")
+    model = finished[0].data.tags[OUTPUT_TAG]
+    if not Path(model).is_file():
+        raise MixscribeError(f"{where}: its model {model} is missing")
+    return model
 
 
 def resolve_init_checkpoint(spec: str) -> str:
@@ -213,6 +246,7 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
     plan = load_plan(spec, workers, num_clips)
     name = name or Path(spec).stem
     root = Path(workdir).resolve() / name
+    init_source = _init_source(plan, workdir, root)  # another pipeline's model: found before any work
     root.mkdir(parents=True, exist_ok=True)
     init_ray()
     stages = _Stages(plan, name, Path(workdir).resolve())
@@ -229,7 +263,7 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
             for dataset, home in plan.pipeline.datasets.items():
                 read_dataset(dataset, home)
         shards = _synth_stage(stages, plan, root, log)
-        checkpoint = _init_checkpoint(stages, plan, root, log)
+        checkpoint = _init_checkpoint(stages, plan, root, init_source, log)
         for stage in plan.pipeline.train_stages:
             checkpoint = _train_stage(stages, plan, root, shards, stage, checkpoint, log)
         metrics = _evaluate_stage(stages, plan, root, shards, checkpoint, log)
@@ -240,15 +274,28 @@ def run_pipeline(spec: str, workdir: str = "out", name: str | None = None, worke
     return {"run_id": pid, "checkpoint": checkpoint, "metrics": metrics}
 
 
-def _init_checkpoint(stages: _Stages, plan: Plan, root: Path, log) -> str | None:
+def _init_source(plan: Plan, workdir: str, root: Path) -> Path | None:
+    """Where the first stage's starting model comes from; None without one, and for a pipeline:NAME
+    source once its copy exists (a resumed run starts from the copy, whatever NAME has become since)."""
+    spec = plan.pipeline.init_checkpoint
+    if not spec:
+        return None
+    if spec.startswith(FROM_PIPELINE):
+        if (root / "models" / INIT_MODEL).exists():
+            return None
+        return Path(finished_pipeline_model(workdir, spec[len(FROM_PIPELINE):]))
+    return Path(resolve_init_checkpoint(spec))
+
+
+def _init_checkpoint(stages: _Stages, plan: Plan, root: Path, source: Path | None, log) -> str | None:
     """The checkpoint the first stage continues, copied into the pipeline's folder once (so replacing the
-    shipped model later cannot change what a resumed run starts from) and its sha256 tagged on the run."""
+    shipped model, or re-running the pipeline it came from, cannot change what a resumed run starts
+    from) and its sha256 tagged on the run."""
     from mixscribe.fsio import atomic_local_write
 
     if not plan.pipeline.init_checkpoint:
         return None
-    source = Path(resolve_init_checkpoint(plan.pipeline.init_checkpoint))
-    target = root / "models" / "init.pt"
+    target = root / "models" / INIT_MODEL
     keep = plan.pipeline.init_branches
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +307,7 @@ def _init_checkpoint(stages: _Stages, plan: Plan, root: Path, log) -> str | None
     stages.mlf.set_tag(stages.parent.info.run_id, "mixscribe.init_checkpoint_sha256", digest)
     stages.mlf.set_tag(stages.parent.info.run_id, "mixscribe.init_branches", ",".join(keep))
     fresh = [b for b in BRANCHES if b not in keep]
-    log(f"  training continues from {source} (sha256 {digest[:12]}, copied to {target})"
+    log(f"  training continues from {source or plan.pipeline.init_checkpoint} (sha256 {digest[:12]}, copied to {target})"
         + (f"; fresh weights for: {', '.join(fresh)}" if fresh else ""))
     return str(target)
 

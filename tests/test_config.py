@@ -44,15 +44,15 @@ def test_bad_fields_are_named(data, field):
 
 def test_the_scale_presets_train_one_branch_each_ten_times_on_the_same_whole_range_clips():
     """scale-amt continues the shipped AMT branch (and keeps its encoder); scale-encoder trains a new
-    encoder with other-pitch positives on the shipped AMT branch; their synth sections are one, so the
-    two pipelines render the same clips and their branches combine."""
+    encoder with other-pitch positives on scale-amt's AMT branch, so its model is both scale-ups; their
+    synth sections are one, so the two pipelines render the same clips."""
     from mixscribe.pipeline import load_plan
 
     amt, enc = load_plan("scale-amt"), load_plan("scale-encoder")
     assert amt.synth == enc.synth and amt.synth.generator.whole_range_prob == 1.0 and amt.pipeline.num_clips == 9600
     assert amt.pipeline.train_stages == ("amt",) and set(amt.pipeline.init_branches) == {"amt", "encoder"}
     assert enc.pipeline.train_stages == ("encoder",) and enc.pipeline.init_branches == ("amt",)
-    assert amt.pipeline.init_checkpoint == enc.pipeline.init_checkpoint == "default"
+    assert (amt.pipeline.init_checkpoint, enc.pipeline.init_checkpoint) == ("default", "pipeline:scale-amt")
     a, e = amt.train_for("amt"), enc.train_for("encoder")
     assert (a.timbre_positives, e.timbre_positives) == ("all", "other-pitch")
     examples = [c.epochs * c.steps_per_epoch * c.batch_size * c.workers for c in (a, e)]
@@ -97,6 +97,20 @@ def test_pipeline_init_branches_are_checked(tmp_path):
         path = tmp_path / "p.yaml"
         path.write_text(yaml.safe_dump({"pipeline": pipeline}))
         with pytest.raises(ConfigError, match=r"pipeline\.init_branches"):
+            load_plan(str(path))
+
+
+def test_a_start_from_another_pipeline_is_checked_by_name_and_found_at_run_time(tmp_path):
+    """pipeline:NAME names a pipeline of the run's workdir, which a config cannot see: only the name's
+    form is checked when the config loads (the run looks the model up before any work)."""
+    from mixscribe.pipeline import load_plan
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": "pipeline:scale-amt", "init_branches": ["amt"]}}))
+    assert load_plan(str(path)).pipeline.init_checkpoint == "pipeline:scale-amt"
+    for spec in ("pipeline:", "pipeline:../elsewhere", "pipeline:a/b"):
+        path.write_text(yaml.safe_dump({"pipeline": {"init_checkpoint": spec}}))
+        with pytest.raises(ConfigError, match=r"pipeline\.init_checkpoint.*expected pipeline:NAME"):
             load_plan(str(path))
 
 

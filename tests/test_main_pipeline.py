@@ -150,8 +150,9 @@ def test_interrupted_pipeline_resumes_without_duplicate_runs(tmp_path):
 
 
 def test_pipeline_continues_a_trained_checkpoint(finished, tmp_path):
-    """pipeline.init_checkpoint: the first stage starts from the given model (copied, its sha256 tagged);
-    an encoder-only continuation keeps that model's frozen AMT branch bit for bit and moves its encoder."""
+    """pipeline.init_checkpoint: the first stage starts from the given model, here "pipeline:t1", the
+    model the finished pipeline t1 of the same workdir wrote (copied, its sha256 tagged); an encoder-only
+    continuation keeps that model's frozen AMT branch bit for bit and moves its encoder."""
     import hashlib
 
     import torch
@@ -168,34 +169,34 @@ def test_pipeline_continues_a_trained_checkpoint(finished, tmp_path):
     cfg = tmp_path / "continue.yaml"
     cfg.write_text(yaml.safe_dump({**load_preset("tiny"),
                                    "pipeline": {"experiment": "mixscribe-tiny", "num_clips": 16, "train_stages": ["encoder"],
-                                                "init_checkpoint": str(init), "compare_with": str(init),
+                                                "init_checkpoint": "pipeline:t1", "compare_with": str(init),
                                                 "compare_sets": ["unseen-soundfont"], "datasets": {"bach10": str(bach10)}},
                                    "evaluate": {"sets": ["valid", "unseen-soundfont"], "k_mode": "given"}}))  # fmt: skip
-    r = run_cli("pipeline", "--config", str(cfg), "--workdir", str(tmp_path), "--name", "c1",
+    r = run_cli("pipeline", "--config", str(cfg), "--workdir", str(workdir), "--name", "c1",
                 env={"MLFLOW_TRACKING_URI": ""}, timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "training continues from" in r.stdout
-    copied = tmp_path / "c1" / "models" / "init.pt"
+    assert f"training continues from {init} " in r.stdout
+    copied = workdir / "c1" / "models" / "init.pt"
     assert copied.read_bytes() == init.read_bytes()
-    before, after = load_model(init).state_dict(), load_model(tmp_path / "c1" / "models" / "encoder.pt").state_dict()
+    before, after = load_model(init).state_dict(), load_model(workdir / "c1" / "models" / "encoder.pt").state_dict()
     amt = [k for k in before if not k.startswith(("encoder", "cqt"))]
     enc = [k for k in before if k.startswith("encoder")]
     assert amt and enc and all(torch.equal(before[k], after[k]) for k in amt)
     assert any(not torch.equal(before[k], after[k]) for k in enc)
-    parent = [x for x in runs_of(mlflow_client(tmp_path), "c1") if x.data.tags["mixscribe.stage"] == "pipeline"][0]
+    parent = [x for x in runs_of(mlflow_client(workdir), "c1") if x.data.tags["mixscribe.stage"] == "pipeline"][0]
     assert parent.data.tags["mixscribe.init_checkpoint_sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
     # pipeline.compare_with: the reference scored on the same held-out set, one table on the console and in MLflow
     m = parent.data.metrics
     ours, theirs = m["compare/pipeline/eval/unseen-soundfont/all/sep_note_f1"], m["compare/reference/eval/unseen-soundfont/all/sep_note_f1"]
     assert ours == m["eval/unseen-soundfont/all/sep_note_f1"]  # this pipeline's row is its evaluate stage's figure
-    table = (tmp_path / "c1" / "comparison.md").read_text()
+    table = (workdir / "c1" / "comparison.md").read_text()
     assert f"| this pipeline's model (encoder.pt) | {100 * m['eval/unseen-soundfont/all/note_f1']:.1f} | {100 * ours:.1f} |" in table
     assert f"| {init} | {100 * m['compare/reference/eval/unseen-soundfont/all/note_f1']:.1f} | {100 * theirs:.1f} |" in table
     assert table.splitlines()[2] in r.stdout  # printed too
     # pipeline.datasets: real recordings scored beside the synthetic sets with valid's thresholds
     assert (m["eval/bach10/2mix/clips"], m["eval/bach10/3mix/clips"], m["eval/bach10/4mix/clips"]) == (6, 4, 1)
-    assert (tmp_path / "datasets" / "bach10" / "manifest.json").is_file()  # shared by every pipeline in the folder
-    assert "| bach10 | all | 11 |" in (tmp_path / "c1" / "report-bach10" / "summary.md").read_text()
+    assert (workdir / "datasets" / "bach10" / "manifest.json").is_file()  # shared by every pipeline in the folder
+    assert "| bach10 | all | 11 |" in (workdir / "c1" / "report-bach10" / "summary.md").read_text()
 
 
 def test_missing_init_checkpoint_is_a_named_config_error(tmp_path):
@@ -205,3 +206,17 @@ def test_missing_init_checkpoint_is_a_named_config_error(tmp_path):
     assert r.returncode != 0
     assert "pipeline.init_checkpoint: no such checkpoint file 'nowhere/model.pt'" in r.stderr
     assert not (tmp_path / "bad").exists()  # nothing started
+
+
+def test_a_start_from_an_unfinished_pipeline_is_named_before_work(tmp_path):
+    """pipeline:NAME needs NAME finished in the same workdir; else one line naming the field, before any
+    stage starts (the pipeline's folder holds only the log of the attempt)."""
+    cfg = tmp_path / "next.yaml"
+    cfg.write_text("pipeline:\n  init_checkpoint: pipeline:first\n  init_branches: [amt]\n  train_stages: [encoder]\n")
+    r = run_cli("pipeline", "--config", str(cfg), "--workdir", str(tmp_path / "out"), env={"MLFLOW_TRACKING_URI": ""})
+    assert r.returncode != 0
+    assert (f"pipeline.init_checkpoint: pipeline:first: that pipeline has not finished (no pipeline of that name "
+            f"in {tmp_path / 'out'}); run it first, in the same --workdir") in r.stderr  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "out" / "next").iterdir()) == ["logs"]
+    assert not mlflow_client(tmp_path / "out").search_runs(
+        [e.experiment_id for e in mlflow_client(tmp_path / "out").search_experiments()])  # no run was opened
