@@ -26,7 +26,8 @@ FROM_PIPELINE = "pipeline:"  # pipeline.init_checkpoint: another pipeline's mode
 INIT_MODEL = "init.pt"  # the copy of the starting model, under the pipeline's models/
 REPORT_DIR = "report"  # a pipeline's evaluation report, under its folder; studies read it back
 FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"),
-                      "train": ("gain_low", "gain_high", "noise_std", "score_valid_every", "timbre_positives"),
+                      "train": ("gain_low", "gain_high", "noise_std", "score_valid_every", "timbre_positives",
+                                "timbre_exclude_semitones"),
                       "synth": ("generator.whole_range_prob",)}
 
 

@@ -152,7 +152,7 @@ def test_pipeline_datasets_are_checked(tmp_path):
 
 def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     """A pipeline started before a setting existed (init_branches, datasets, the remix gains and noise,
-    whole-range training stems, the timbre loss's positives) resumes after an upgrade: at their defaults they are not part of the
+    whole-range training stems, the timbre loss's positives and exclusion) resumes after an upgrade: at their defaults they are not part of the
     digest; set, they are."""
     import hashlib
     import json
@@ -164,7 +164,7 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     del before["pipeline"]["init_branches"], before["pipeline"]["datasets"]
     before["train"] |= before["train"].pop("remix")  # the remix settings as the section once held them, inline
     del before["train"]["gain_low"], before["train"]["gain_high"], before["train"]["noise_std"]
-    del before["train"]["score_valid_every"], before["train"]["timbre_positives"]
+    del before["train"]["score_valid_every"], before["train"]["timbre_positives"], before["train"]["timbre_exclude_semitones"]
     del before["synth"]["generator"]["whole_range_prob"]
     # the evaluate section as it was: these decoding settings inline, none of DecodeParams' others
     decode = before["evaluate"].pop("decode")
@@ -189,6 +189,17 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     other = tmp_path / "other-pitch.yaml"
     other.write_text(yaml.safe_dump({"train": {"timbre_positives": "other-pitch"}}))
     assert load_plan(str(other)).digest() != load_plan(str(tmp_path / "plain.yaml")).digest()
+
+
+def test_a_wider_exclusion_needs_other_pitch_positives_and_a_sane_width():
+    from mixscribe.train.trainer import load_train_config
+
+    assert load_train_config({"train": {"timbre_positives": "other-pitch", "timbre_exclude_semitones": 3}}).timbre_exclude_semitones == 3
+    for fields, message in (({"timbre_exclude_semitones": 2}, "needs train.timbre_positives: other-pitch"),
+                            ({"timbre_positives": "other-pitch", "timbre_exclude_semitones": 13}, "integer in \\[0, 12\\]"),
+                            ({"timbre_positives": "other-pitch", "timbre_exclude_semitones": 1.5}, "integer")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"train.timbre_exclude_semitones: .*{message}"):
+            load_train_config({"train": fields})
 
 
 def test_the_model_runs_at_the_record_schemas_rate_and_hop():

@@ -211,6 +211,35 @@ def test_other_pitch_positives_drop_the_anchors_own_pitch_from_both_sums():
         timbre_loss(ModelConfig(), apart, members, positives="same-note")
 
 
+def test_a_wider_exclusion_drops_the_sources_neighbouring_pitches_too():
+    """Source A at rows 10, 11 and 20, source B at row 12. Excluding 1 semitone, A@10 and A@11 are in
+    neither of each other's sums (a SoundFont plays them from one sample) and each is pulled only toward
+    A@20; B@12, one semitone from A@11 but another instrument, stays a negative."""
+    tau = 0.15
+    members = torch.zeros(1, 2, 84, 1)
+    members[0, 0, [10, 11, 20], 0] = 1
+    members[0, 1, 12, 0] = 1
+    e1, e2 = torch.eye(12)[:2]
+    emb = torch.zeros(1, 12, 84, 1)
+    emb[0, :, 10, 0], emb[0, :, 11, 0], emb[0, :, 20, 0], emb[0, :, 12, 0] = e1, e1, e2, e2
+
+    def nce(a, b):
+        return -np.log(np.sum(np.exp(a)) / (np.sum(np.exp(a)) + np.sum(np.exp(b))))
+
+    one, zero = 1 / tau, 0.0
+    # anchors A@10, A@11: positive A@20 (0), negative B@12 (0); anchor A@20: positives A@10, A@11 (0, 0),
+    # negative B@12 (1); anchor B@12 has no positive.
+    wide = (2 * nce([zero], [zero]) + nce([zero, zero], [one])) / 3
+    got = timbre_loss(ModelConfig(), emb, members, positives="other-pitch", exclude_semitones=1)
+    assert got.item() == pytest.approx(wide, rel=1e-3)
+    # excluding only the own pitch, A@10 and A@11 are each other's positive (similarity 1/tau)
+    narrow = (2 * nce([one, zero], [zero]) + nce([zero, zero], [one])) / 3
+    assert timbre_loss(ModelConfig(), emb, members, positives="other-pitch").item() == pytest.approx(narrow, rel=1e-3)
+    for positives, semitones in (("all", 1), ("other-pitch", -1), ("other-pitch", 13)):
+        with pytest.raises(ValueError, match="exclude_semitones"):
+            timbre_loss(ModelConfig(), emb, members, positives=positives, exclude_semitones=semitones)
+
+
 def test_deep_clustering_matches_dense_form():
     v = torch.nn.functional.normalize(torch.randn(30, 12), dim=1)
     y = (torch.rand(30, 3) > 0.5).float()

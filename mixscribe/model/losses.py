@@ -31,6 +31,11 @@ def amt_loss(cfg: ModelConfig, frame_t: torch.Tensor, onset_t: torch.Tensor, fra
 # the loss falls as they grow alike, while what clustering needs, one instrument's notes at different
 # pitches alike, gets only the small share of the gradient those harder positives have.
 POSITIVES = ("all", "other-pitch")
+# With "other-pitch", how many semitones either side of the anchor's pitch also leave the loss for the
+# anchor's source. A SoundFont plays neighbouring keys from one sample, resampled: notes a semitone or
+# two apart can be near-copies as much as one note's frames are, and a wider exclusion puts the positives
+# across the instrument's sample zones.
+MAX_EXCLUDE_SEMITONES = 12
 
 
 def _active(embedding: torch.Tensor, membership: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -43,13 +48,15 @@ def _active(embedding: torch.Tensor, membership: torch.Tensor) -> tuple[torch.Te
 
 
 def info_nce_item(v: torch.Tensor, y: torch.Tensor, tau: float, max_anchors: int,
-                  generator: torch.Generator | None = None, rows: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
+                  generator: torch.Generator | None = None, rows: torch.Tensor | None = None,
+                  exclude_semitones: int = 0) -> torch.Tensor | None:  # fmt: skip
     """Multi-positive InfoNCE with the positives summed inside the log, anchors sampled.
 
     L_i = -log( sum_{j in P(i)} exp(s_ij) / sum_{j != i} exp(s_ij) ), s = v_i.v_j / tau, P(i) = bins
     sharing an instrument with i. Anchors without positives are skipped; one timbre gives exactly 0.
-    With `rows` (each bin's pitch row), bins sharing an instrument and the pitch with i leave both sums
-    (positives "other-pitch"); another instrument at i's pitch stays a negative.
+    With `rows` (each bin's pitch row, one per semitone), bins sharing an instrument with i at its pitch,
+    or within exclude_semitones of it, leave both sums (positives "other-pitch"); another instrument
+    there stays a negative.
     """
     n = v.shape[0]
     if n < 2:
@@ -63,7 +70,7 @@ def info_nce_item(v: torch.Tensor, y: torch.Tensor, tau: float, max_anchors: int
     sim = sim.masked_fill(self_mask, float("-inf"))
     positive = ((y[anchors] @ y.T) >= 1) & ~self_mask
     if rows is not None:
-        own_pitch = positive & (rows[anchors][:, None] == rows[None, :])
+        own_pitch = positive & ((rows[anchors][:, None] - rows[None, :]).abs() <= exclude_semitones)
         sim = sim.masked_fill(own_pitch, float("-inf"))
         positive &= ~own_pitch
     has_pos = positive.any(1)
@@ -86,16 +93,20 @@ def deep_clustering_item(v: torch.Tensor, y: torch.Tensor) -> torch.Tensor | Non
 
 
 def timbre_loss(cfg: ModelConfig, embedding: torch.Tensor, membership: torch.Tensor,
-                generator: torch.Generator | None = None, positives: str = "all") -> torch.Tensor:  # fmt: skip
+                generator: torch.Generator | None = None, positives: str = "all",
+                exclude_semitones: int = 0) -> torch.Tensor:  # fmt: skip
     """Batch mean over items. embedding [B, D, 84, T]; membership [B, M, 84, T] (per-source rolls);
-    positives: one of POSITIVES (InfoNCE only)."""
+    positives: one of POSITIVES, with "other-pitch" excluding exclude_semitones either side (InfoNCE only)."""
     if positives not in POSITIVES:
         raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
+    if not 0 <= exclude_semitones <= MAX_EXCLUDE_SEMITONES or (exclude_semitones and positives != "other-pitch"):
+        raise ValueError(f"exclude_semitones must be in [0, {MAX_EXCLUDE_SEMITONES}], and 0 unless positives "
+                         f"are 'other-pitch'; got {exclude_semitones} with {positives!r}")  # fmt: skip
     losses = []
     for b in range(embedding.shape[0]):
         v, y, rows = _active(embedding[b], membership[b])
-        item = (info_nce_item(v, y, cfg.tau, cfg.max_anchors, generator, rows if positives == "other-pitch" else None)
-                if cfg.timbre_loss == "infonce" else deep_clustering_item(v, y))  # fmt: skip
+        item = (info_nce_item(v, y, cfg.tau, cfg.max_anchors, generator, rows if positives == "other-pitch" else None,
+                              exclude_semitones) if cfg.timbre_loss == "infonce" else deep_clustering_item(v, y))  # fmt: skip
         if item is not None:
             losses.append(item)
     return torch.stack(losses).mean() if losses else embedding.sum() * 0.0

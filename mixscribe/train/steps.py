@@ -57,22 +57,25 @@ def set_stage(model: TwoBranchModel, stage: str) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def losses(model: TwoBranchModel, batch: Batch, stage: str, forward=None, positives: str = "all") -> dict[str, torch.Tensor]:
+def losses(model: TwoBranchModel, batch: Batch, stage: str, forward=None, positives: str = "all",
+           exclude_semitones: int = 0) -> dict[str, torch.Tensor]:  # fmt: skip
     """forward: what runs the model (its DDP wrapper on several workers); the config comes from model;
-    positives: the timbre loss's (model.losses.POSITIVES). The encoder stage runs no AMT branch: frozen,
+    positives and exclude_semitones: the timbre loss's (model.losses.timbre_loss). The encoder stage runs no AMT branch: frozen,
     its outputs are not in the loss (15 % of the step)."""
     out = (model if forward is None else forward)(batch.audio, with_embedding=stage != "amt", with_amt=stage != "encoder")
     result = {}
     if stage in ("amt", "joint"):
         result["amt"] = amt_loss(model.cfg, batch.frame, batch.onset, out.frame, out.onset)
     if stage in ("encoder", "joint"):
-        result["timbre"] = timbre_loss(model.cfg, out.embedding, batch.membership, positives=positives)
+        result["timbre"] = timbre_loss(model.cfg, out.embedding, batch.membership, positives=positives,
+                                       exclude_semitones=exclude_semitones)  # fmt: skip
     result["loss"] = sum(result.values())
     return result
 
 
 def train_step(model: TwoBranchModel, batch: Batch, optimizer: torch.optim.Optimizer, stage: str,
-               forward=None, precision: str = "float32", positives: str = "all") -> dict[str, float]:  # fmt: skip
+               forward=None, precision: str = "float32", positives: str = "all",
+               exclude_semitones: int = 0) -> dict[str, float]:  # fmt: skip
     """One step; with `forward` a DDP wrapper, gradients are averaged across workers. precision "bf16":
     the forward under bfloat16 autocast (convolutions in bf16, float32 accumulation; weights, gradients
     and the optimiser stay float32); "auto": bf16 where the device has it natively."""
@@ -80,7 +83,7 @@ def train_step(model: TwoBranchModel, batch: Batch, optimizer: torch.optim.Optim
     device = next(model.parameters()).device.type
     bf16 = resolve_precision(precision, device) == "bf16"
     with torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-        parts = losses(model, batch, stage, forward, positives)
+        parts = losses(model, batch, stage, forward, positives, exclude_semitones)
     parts["loss"].backward()
     optimizer.step()
     model.clamp_affines_()  # spec §2.3: after every optimiser step, in every stage

@@ -33,6 +33,9 @@ class TrainConfig(SelfChecking):
     # (the paper's), or "other-pitch" (not the source's bins at the anchor's pitch, mostly the same note's
     # frames). A training choice, so it lives here and not in the model config a checkpoint carries.
     timbre_positives: str = "all"
+    # With other-pitch: the source's bins this many semitones either side of the anchor's pitch leave the
+    # loss too (neighbouring keys of a SoundFont share a sample; mixscribe.model.losses).
+    timbre_exclude_semitones: int = 0
     weight_decay: float = 0.01
     seed: int = 0
     mixes_per_clip: int = 4  # mixtures drawn per stored clip on each pass over the data
@@ -61,7 +64,7 @@ class TrainConfig(SelfChecking):
 
     def validate(self) -> None:
         from mixscribe.config import check_field
-        from mixscribe.model.losses import POSITIVES
+        from mixscribe.model.losses import MAX_EXCLUDE_SEMITONES, POSITIVES
         from mixscribe.train.steps import PRECISIONS, STAGES
 
         check_field(self.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
@@ -72,6 +75,10 @@ class TrainConfig(SelfChecking):
         check_field(0 <= self.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
         check_field(self.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
         check_field(self.timbre_positives in POSITIVES, "train.timbre_positives", f"must be one of {list(POSITIVES)}")
+        check_field(isinstance(self.timbre_exclude_semitones, int) and 0 <= self.timbre_exclude_semitones <= MAX_EXCLUDE_SEMITONES,
+                    "train.timbre_exclude_semitones", f"must be an integer in [0, {MAX_EXCLUDE_SEMITONES}]")  # fmt: skip
+        check_field(not self.timbre_exclude_semitones or self.timbre_positives == "other-pitch",
+                    "train.timbre_exclude_semitones", "needs train.timbre_positives: other-pitch")  # fmt: skip
         check_field(isinstance(self.compile, bool), "train.compile", "must be true or false")
         check_field(self.mixes_per_clip >= 1 and self.remix_pool_clips >= 1, "train.mixes_per_clip",
                "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
@@ -255,7 +262,7 @@ def _loop(config: dict) -> None:
             augmented += aug_counts
             wait += time.perf_counter() - t0
             parts = train_step(model, batch, optimizer, cfg.stage, forward=forward, precision=precision,
-                               positives=cfg.timbre_positives)  # fmt: skip
+                               positives=cfg.timbre_positives, exclude_semitones=cfg.timbre_exclude_semitones)  # fmt: skip
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.steps_per_epoch
             if rank == 0:
@@ -263,7 +270,9 @@ def _loop(config: dict) -> None:
         elapsed = time.perf_counter() - t_epoch
         model.eval()
         with torch.no_grad():
-            val = {f"val/{k}": float(v) for k, v in losses(model, valid_batch, cfg.stage, positives=cfg.timbre_positives).items()}
+            val = losses(model, valid_batch, cfg.stage, positives=cfg.timbre_positives,
+                         exclude_semitones=cfg.timbre_exclude_semitones)  # fmt: skip
+            val = {f"val/{k}": float(v) for k, v in val.items()}
         step_scheduler(scheduler, val["val/loss"])
         if rank == 0 and scores_due(cfg, epoch):
             val |= validation_scores(model, valid_examples, cfg.stage)
