@@ -240,6 +240,39 @@ def test_a_wider_exclusion_drops_the_sources_neighbouring_pitches_too():
             timbre_loss(ModelConfig(), emb, members, positives=positives, exclude_semitones=semitones)
 
 
+def test_note_level_positives_pool_each_note_and_pull_the_sources_other_notes():
+    """Source A: a two-frame note at row 10 (frames e1, e3) and a note at row 20 (e1) after a gap, then
+    row 10 again (e2: a new note, the run having ended); source B: one note at row 30 (e2). Each note is
+    its bins' sum, normalised: A's first note is (e1 + e3) / sqrt 2. Anchors are notes; B's only note
+    has no positive."""
+    tau = 0.15
+    members = torch.zeros(1, 2, 84, 5)
+    members[0, 0, 10, [0, 1]] = 1
+    members[0, 0, 20, 2] = 1
+    members[0, 0, 10, 4] = 1
+    members[0, 1, 30, 0] = 1
+    e1, e2, e3 = torch.eye(12)[:3]
+    emb = torch.zeros(1, 12, 84, 5)
+    emb[0, :, 10, 0], emb[0, :, 10, 1], emb[0, :, 20, 2], emb[0, :, 10, 4], emb[0, :, 30, 0] = e1, e3, e1, e2, e2
+    u = {"a1": (e1 + e3) / np.sqrt(2), "a2": e1, "a3": e2, "b": e2}
+
+    def s(x, y):
+        return float(u[x] @ u[y]) / tau
+
+    def nce(anchor, positives, negatives):
+        pos = np.exp([s(anchor, p) for p in positives]).sum()
+        return -np.log(pos / (pos + np.exp([s(anchor, n) for n in negatives]).sum()))
+
+    expected = np.mean([nce("a1", ["a2", "a3"], ["b"]), nce("a2", ["a1", "a3"], ["b"]), nce("a3", ["a1", "a2"], ["b"])])
+    got = timbre_loss(ModelConfig(), emb, members, positives="other-note")
+    assert got.item() == pytest.approx(expected, rel=1e-4)
+    got_bf16 = timbre_loss(ModelConfig(), emb.bfloat16(), members, positives="other-note")  # pooled in float32
+    assert got_bf16.dtype == torch.float32 and got_bf16.item() == pytest.approx(expected, rel=1e-2)
+    grad = emb.clone().requires_grad_(True)
+    timbre_loss(ModelConfig(), grad, members, positives="other-note").backward()
+    assert grad.grad[:, :, 10, 0].abs().sum() > 0 and grad.grad[:, :, 40].abs().sum() == 0  # through every note bin
+
+
 def test_deep_clustering_matches_dense_form():
     v = torch.nn.functional.normalize(torch.randn(30, 12), dim=1)
     y = (torch.rand(30, 3) > 0.5).float()

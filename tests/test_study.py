@@ -280,8 +280,8 @@ def test_register_study_preset_varies_only_where_register_comes_from(tmp_path):
 
 def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
     """study-timbre: whole-range changes only the generator's range; varied, coloured and other-pitch add
-    one change to whole-range stems and are read against whole-range; the recipe arms and the wider
-    exclusion add one setting to other-pitch and are read against it."""
+    one change to whole-range stems and are read against whole-range; the recipe arms, the wider
+    exclusion and the note-level loss change one setting of other-pitch and are read against it."""
     plans = arm_plans("study-timbre", "fluidr3", tmp_path)
     without, whole = plans["without"], plans["whole-range"]
     varied, coloured = plans["whole-range-varied"], plans["whole-range-coloured"]
@@ -302,7 +302,7 @@ def test_timbre_study_preset_varies_only_the_training_stems_timbre(tmp_path):
     assert dataclasses.replace(other.train, timbre_positives="all") == whole.train
     recipe = {"other-pitch-paper-lr": ("lr", 3e-4), "other-pitch-fp32": ("precision", "float32"),
               "other-pitch-long-crops": ("remix", dataclasses.replace(whole.train.remix, crop_frames=600)),
-              "other-pitch-wide": ("timbre_exclude_semitones", 3)}
+              "other-pitch-wide": ("timbre_exclude_semitones", 3), "other-note": ("timbre_positives", "other-note")}
     for arm, (name, value) in recipe.items():  # one training setting each, on top of other-pitch
         plan = plans[arm]
         assert plan.synth == other.synth and plan.evaluate == other.evaluate and plan.pipeline == other.pipeline

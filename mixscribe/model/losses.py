@@ -30,7 +30,11 @@ def amt_loss(cfg: ModelConfig, frame_t: torch.Tensor, onset_t: torch.Tensor, fra
 # loss altogether. Frames of one note are near-copies of each other: with them in the sum of positives,
 # the loss falls as they grow alike, while what clustering needs, one instrument's notes at different
 # pitches alike, gets only the small share of the gradient those harder positives have.
-POSITIVES = ("all", "other-pitch")
+# "other-note" moves the loss from bins to notes: each note's bins summed into one unit vector (what
+# transcription clusters, mixscribe.transcription.decode.pool_note_embeddings, with the ground-truth
+# roll as the weights), the anchors and positives notes, a note's positives the source's other notes.
+# One note's frames are then one vector, neither positive nor negative to each other.
+POSITIVES = ("all", "other-pitch", "other-note")
 # With "other-pitch", how many semitones either side of the anchor's pitch also leave the loss for the
 # anchor's source. A SoundFont plays neighbouring keys from one sample, resampled: notes a semitone or
 # two apart can be near-copies as much as one note's frames are, and a wider exclusion puts the positives
@@ -45,6 +49,21 @@ def _active(embedding: torch.Tensor, membership: torch.Tensor) -> tuple[torch.Te
     mask = y.sum(1) > 0
     rows = torch.arange(y.shape[0], device=y.device) // membership.shape[-1]
     return embedding.flatten(1).T[mask], y[mask], rows[mask]
+
+
+def _notes(embedding: torch.Tensor, membership: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One item: V [D, P, T], Y [M, P, T] -> (u [notes, D], y [notes, M]): every run of active frames of
+    one source at one pitch is a note, its embedding the L2-normalised sum of its bins' (float32, also
+    under bf16 autocast)."""
+    on = membership > 0.1
+    start = on & ~torch.nn.functional.pad(on[..., :-1], (1, 0), value=False)
+    note_of = (torch.cumsum(start.flatten(), 0) - 1).view_as(on)  # row-major, as nonzero() counts the starts
+    m, p, t = on.nonzero(as_tuple=True)
+    source = start.nonzero(as_tuple=True)[0]
+    pooled = torch.zeros(len(source), embedding.shape[0], device=embedding.device, dtype=torch.float32)
+    pooled = pooled.index_add(0, note_of[m, p, t], embedding[:, p, t].T.float())
+    y = torch.nn.functional.one_hot(source, membership.shape[0]).float()
+    return torch.nn.functional.normalize(pooled, dim=1), y
 
 
 def info_nce_item(v: torch.Tensor, y: torch.Tensor, tau: float, max_anchors: int,
@@ -102,11 +121,19 @@ def timbre_loss(cfg: ModelConfig, embedding: torch.Tensor, membership: torch.Ten
     if not 0 <= exclude_semitones <= MAX_EXCLUDE_SEMITONES or (exclude_semitones and positives != "other-pitch"):
         raise ValueError(f"exclude_semitones must be in [0, {MAX_EXCLUDE_SEMITONES}], and 0 unless positives "
                          f"are 'other-pitch'; got {exclude_semitones} with {positives!r}")  # fmt: skip
-    losses = []
-    for b in range(embedding.shape[0]):
-        v, y, rows = _active(embedding[b], membership[b])
-        item = (info_nce_item(v, y, cfg.tau, cfg.max_anchors, generator, rows if positives == "other-pitch" else None,
-                              exclude_semitones) if cfg.timbre_loss == "infonce" else deep_clustering_item(v, y))  # fmt: skip
-        if item is not None:
-            losses.append(item)
+    items = (_item_loss(cfg, embedding[b], membership[b], generator, positives, exclude_semitones)
+             for b in range(embedding.shape[0]))  # fmt: skip
+    losses = [item for item in items if item is not None]
     return torch.stack(losses).mean() if losses else embedding.sum() * 0.0
+
+
+def _item_loss(cfg: ModelConfig, embedding: torch.Tensor, membership: torch.Tensor, generator: torch.Generator | None,
+               positives: str, exclude_semitones: int) -> torch.Tensor | None:  # fmt: skip
+    if cfg.timbre_loss != "infonce":
+        v, y, _ = _active(embedding, membership)
+        return deep_clustering_item(v, y)
+    if positives == "other-note":
+        return info_nce_item(*_notes(embedding, membership), cfg.tau, cfg.max_anchors, generator)
+    v, y, rows = _active(embedding, membership)
+    return info_nce_item(v, y, cfg.tau, cfg.max_anchors, generator, rows if positives == "other-pitch" else None,
+                         exclude_semitones)  # fmt: skip

@@ -30,8 +30,9 @@ class TrainConfig(SelfChecking):
     score_valid_every: int = 1
     lr: float = 3e-4
     # The timbre loss's positives (mixscribe.model.losses.POSITIVES): "all" bins of the anchor's source
-    # (the paper's), or "other-pitch" (not the source's bins at the anchor's pitch, mostly the same note's
-    # frames). A training choice, so it lives here and not in the model config a checkpoint carries.
+    # (the paper's), "other-pitch" (not the source's bins at the anchor's pitch, mostly the same note's
+    # frames), or "other-note" (the loss over pooled notes). A training choice, so it lives here and not
+    # in the model config a checkpoint carries.
     timbre_positives: str = "all"
     # With other-pitch: the source's bins this many semitones either side of the anchor's pitch leave the
     # loss too (neighbouring keys of a SoundFont share a sample; mixscribe.model.losses).
