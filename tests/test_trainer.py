@@ -45,7 +45,10 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     resumed = run_training(dataclasses.replace(cfg, epochs=3), data, "run", str(tmp_path))
     assert epochs_done(str(tmp_path), "run") == 3  # what the driver reads before building the data stream
     assert resumed.metrics["epoch"] == 2  # only the missing epoch ran
-    assert [(h["epoch"], h["start_epoch"]) for h in read_history(resumed)] == [(0, 0), (1, 0), (2, 2)]
+    # the curve starts at the model as it began (epoch -1, scored before the first step), once
+    assert [(h["epoch"], h["start_epoch"]) for h in read_history(resumed)] == [(-1, 0), (0, 0), (1, 0), (2, 2)]
+    start = read_history(resumed)[0]
+    assert start["train/examples_seen"] == 0 and 0 <= start["val/note_f1"] <= 1 and start["val/loss"] > 0
     with resumed.checkpoint.as_directory() as d:
         model = load_model(Path(d) / CHECKPOINT_FILE)
         extra = load_checkpoint(Path(d) / CHECKPOINT_FILE)["extra"]
@@ -58,9 +61,10 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     shown = run_cli("curve", str(tmp_path / "run"), "--out", str(tmp_path / "curves"))  # the learning curve so far
     assert shown.returncode == 0, shown.stderr
     assert "amt: 3 epochs" in shown.stdout and f"examples {3 * per_epoch:>9,}" in shown.stdout
+    assert f"start      examples {0:>9,}" in shown.stdout
     rows = (tmp_path / "curves" / "amt.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,train/examples_seen,") and [r.split(",")[:2] for r in rows[1:]] == [
-        [str(e), str((e + 1) * per_epoch)] for e in range(3)]
+        [str(e), str((e + 1) * per_epoch)] for e in range(-1, 3)]
     assert (tmp_path / "curves" / "amt.png").stat().st_size > 0
 
 
@@ -220,7 +224,7 @@ def test_a_killed_worker_recovers_from_the_last_checkpoint(data, tmp_path):
     result = box["result"]
     assert result.error is None
     history = read_history(result)
-    assert [h["epoch"] for h in history] == [0, 1, 2, 3, 4, 5]  # each epoch once: none lost, none repeated
+    assert [h["epoch"] for h in history] == [-1, 0, 1, 2, 3, 4, 5]  # each epoch once: none lost, none repeated
     assert history[0]["start_epoch"] == 0 and history[-1]["start_epoch"] >= 1  # resumed, not restarted at 0
     survivors = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
     assert victim.pid not in {p.pid for p in survivors}

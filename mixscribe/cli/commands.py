@@ -293,9 +293,11 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     stage, history = run_history(args.run)
     table, plot = write_curve(Path(args.out), stage, history)
     figures = [k for k in ("val/loss", "val/note_f1", "val/sep_note_f1", "val/cluster_purity") if k in history[-1]]
-    print(f"{stage}: {len(history)} epochs, {history[-1].get('train/examples_seen', 0):,} examples seen")
+    epochs = sum(1 for row in history if row["epoch"] >= 0)
+    print(f"{stage}: {epochs} epochs, {history[-1].get('train/examples_seen', 0):,} examples seen")
     for row in history:
-        print(f"  epoch {row['epoch']:>3}  examples {row.get('train/examples_seen', 0):>9,}  "
+        when = f"epoch {row['epoch']:>3}" if row["epoch"] >= 0 else "start    "  # -1: the model as it started
+        print(f"  {when}  examples {row.get('train/examples_seen', 0):>9,}  "
               + "  ".join(f"{k} {row[k]:.4f}" for k in figures if k in row))  # fmt: skip
     print(f"{table}\n{plot}")
     return 0

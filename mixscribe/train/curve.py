@@ -5,7 +5,8 @@ A falling loss does not say whether notes got better or whether another chunk of
 help; these figures do. The decoding is fixed (the spec's DecodeParams defaults, never tuned here) and
 K is given, so the curve measures the model alone and one epoch compares with the next. The mixtures
 are short crops with notes cut at their edges: absolute figures sit below a full evaluation's, which
-remains the measure of a finished model (mixscribe evaluate).
+remains the measure of a finished model (mixscribe evaluate). A run that starts (not resumes) scores
+the model it starts from too, as epoch -1: a continuation's curve then begins where its model began.
 """
 
 from __future__ import annotations

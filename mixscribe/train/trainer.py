@@ -214,10 +214,9 @@ def _loop(config: dict) -> None:
     import torch
 
     from mixscribe.model import TwoBranchModel, load_model, save_checkpoint
-    from mixscribe.train.curve import validation_scores
     from mixscribe.train.data import AUG_KEYS, Remixer, load_split
     from mixscribe.model.arithmetic import resolve_precision
-    from mixscribe.train.steps import collate, losses, set_stage, train_step
+    from mixscribe.train.steps import collate, set_stage, train_step
 
     cfg = from_dict(TrainConfig, config["train"])
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report and checkpoint
@@ -250,6 +249,13 @@ def _loop(config: dict) -> None:
         tracker.tag({"train.examples_seen_before": "unknown (the initial checkpoint does not record it)"})
     progress = config.get("progress")
     nodes = _worker_nodes(ctx.get_world_size())
+    if start_epoch == 0 and rank == 0 and cfg.score_valid_every:
+        # The curve's first point: the model as it starts (epoch -1), so a continued run's curve shows
+        # what its training changed, and a new one's where it began.
+        start = {**_validate(model, cfg, valid_batch, valid_examples, scored=True), "epoch": -1,
+                 "train/examples_seen": before.get(cfg.stage, 0)}  # fmt: skip
+        tracker.log(start, -1)
+        history.append({**start, "start_epoch": 0})
     for epoch in range(start_epoch, cfg.epochs):
         set_stage(model, cfg.stage)
         totals: dict[str, float] = {}
@@ -269,14 +275,8 @@ def _loop(config: dict) -> None:
             if rank == 0:
                 _put_progress(progress, ("step", epoch, step, parts["loss"]))
         elapsed = time.perf_counter() - t_epoch
-        model.eval()
-        with torch.no_grad():
-            val = losses(model, valid_batch, cfg.stage, positives=cfg.timbre_positives,
-                         exclude_semitones=cfg.timbre_exclude_semitones)  # fmt: skip
-            val = {f"val/{k}": float(v) for k, v in val.items()}
+        val = _validate(model, cfg, valid_batch, valid_examples, scored=rank == 0 and scores_due(cfg, epoch))
         step_scheduler(scheduler, val["val/loss"])
-        if rank == 0 and scores_due(cfg, epoch):
-            val |= validation_scores(model, valid_examples, cfg.stage)
         if rank == 0:
             _put_progress(progress, ("epoch", epoch, cfg.steps_per_epoch - 1, val["val/loss"]))
         metrics = {**{f"train/{k}": v for k, v in totals.items()}, **val, "epoch": epoch,
@@ -297,6 +297,21 @@ def _loop(config: dict) -> None:
                             "history": history, "worker_nodes": nodes}, os.path.join(d, STATE_FILE))  # fmt: skip
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _validate(model, cfg: TrainConfig, valid_batch, valid_examples: list, scored: bool) -> dict[str, float]:
+    """The validation losses on the fixed mixtures, and where `scored`, their transcription figures."""
+    import torch
+
+    from mixscribe.train.curve import validation_scores
+    from mixscribe.train.steps import losses
+
+    model.eval()
+    with torch.no_grad():
+        val = losses(model, valid_batch, cfg.stage, positives=cfg.timbre_positives,
+                     exclude_semitones=cfg.timbre_exclude_semitones)  # fmt: skip
+    val = {f"val/{k}": float(v) for k, v in val.items()}
+    return val | validation_scores(model, valid_examples, cfg.stage) if scored else val
 
 
 def scores_due(cfg: TrainConfig, epoch: int) -> bool:
