@@ -214,7 +214,7 @@ def _loop(config: dict) -> None:
     import torch
 
     from mixscribe.model import TwoBranchModel, load_model, save_checkpoint
-    from mixscribe.train.data import AUG_KEYS, Remixer, load_split
+    from mixscribe.train.data import AUG_KEYS
     from mixscribe.model.arithmetic import resolve_precision
     from mixscribe.train.steps import collate, set_stage, train_step
 
@@ -237,8 +237,7 @@ def _loop(config: dict) -> None:
         model.to(memory_format=torch.channels_last)  # oneDNN's bf16 convolutions want NHWC
     ddp = ray.train.torch.prepare_model(model) if ctx.get_world_size() > 1 else model
     forward = torch.compile(ddp) if cfg.compile else ddp  # DDP wrapped first: compiled around its hooks
-    valid_set = Remixer(load_split(config["data"], "valid"), cfg.remix.for_validation(), seed=cfg.seed + 999_999)
-    valid_examples = [valid_set.example(0, i) for i in range(cfg.valid_examples)]
+    valid_examples = validation_examples(config["data"], cfg)
     valid_batch = collate(valid_examples).to(device)
     batches = _batches(ray.train.get_dataset_shard("train"), cfg)
     tracker = _RankZeroTracker(config.get("mlflow"), rank)
@@ -252,7 +251,7 @@ def _loop(config: dict) -> None:
     if start_epoch == 0 and rank == 0 and cfg.score_valid_every:
         # The curve's first point: the model as it starts (epoch -1), so a continued run's curve shows
         # what its training changed, and a new one's where it began.
-        start = {**_validate(model, cfg, valid_batch, valid_examples, scored=True), "epoch": -1,
+        start = {**validation_figures(model, cfg, valid_batch, valid_examples, scored=True), "epoch": -1,
                  "train/examples_seen": before.get(cfg.stage, 0)}  # fmt: skip
         tracker.log(start, -1)
         history.append({**start, "start_epoch": 0})
@@ -275,7 +274,7 @@ def _loop(config: dict) -> None:
             if rank == 0:
                 _put_progress(progress, ("step", epoch, step, parts["loss"]))
         elapsed = time.perf_counter() - t_epoch
-        val = _validate(model, cfg, valid_batch, valid_examples, scored=rank == 0 and scores_due(cfg, epoch))
+        val = validation_figures(model, cfg, valid_batch, valid_examples, scored=rank == 0 and scores_due(cfg, epoch))
         step_scheduler(scheduler, val["val/loss"])
         if rank == 0:
             _put_progress(progress, ("epoch", epoch, cfg.steps_per_epoch - 1, val["val/loss"]))
@@ -299,7 +298,16 @@ def _loop(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _validate(model, cfg: TrainConfig, valid_batch, valid_examples: list, scored: bool) -> dict[str, float]:
+def validation_examples(data: str, cfg: TrainConfig) -> list:
+    """The fixed validation mixtures every epoch of a run is scored on (the same for every run of one
+    seed and shard set, so runs compare epoch by epoch)."""
+    from mixscribe.train.data import Remixer, load_split
+
+    valid_set = Remixer(load_split(data, "valid"), cfg.remix.for_validation(), seed=cfg.seed + 999_999)
+    return [valid_set.example(0, i) for i in range(cfg.valid_examples)]
+
+
+def validation_figures(model, cfg: TrainConfig, valid_batch, valid_examples: list, scored: bool) -> dict[str, float]:
     """The validation losses on the fixed mixtures, and where `scored`, their transcription figures."""
     import torch
 
