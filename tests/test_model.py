@@ -240,6 +240,33 @@ def test_a_wider_exclusion_drops_the_sources_neighbouring_pitches_too():
             timbre_loss(ModelConfig(), emb, members, positives=positives, exclude_semitones=semitones)
 
 
+def test_a_training_config_passes_its_check_exactly_when_the_loss_accepts_its_positives():
+    """Checked at load time so that a bad choice fails before synthesis, not in a worker hours later."""
+    from mixscribe.config import ConfigError
+    from mixscribe.train.trainer import load_train_config
+
+    emb = torch.nn.functional.normalize(torch.randn(1, 4, 84, 6), dim=1)
+    members = torch.zeros(1, 2, 84, 6)
+    members[0, 0, 40, :3] = members[0, 0, 44, 3:] = members[0, 1, 50, :] = 1
+    outcomes = []
+    for positives in ("all", "other-pitch", "other-note", "nearby"):
+        for semitones in (0, 3, 12, 13, -1):
+            try:
+                load_train_config({"train": {"timbre_positives": positives, "timbre_exclude_semitones": semitones}})
+                config_ok = True
+            except ConfigError:
+                config_ok = False
+            try:
+                timbre_loss(ModelConfig(), emb, members, positives=positives, exclude_semitones=semitones)
+                loss_ok = True
+            except ValueError:
+                loss_ok = False
+            outcomes.append((positives, semitones, config_ok, loss_ok))
+    assert all(config_ok == loss_ok for *_, config_ok, loss_ok in outcomes), outcomes
+    accepted = {(p, s) for p, s, ok, _ in outcomes if ok}
+    assert accepted == {("all", 0), ("other-note", 0), ("other-pitch", 0), ("other-pitch", 3), ("other-pitch", 12)}
+
+
 def test_note_level_positives_pool_each_note_and_pull_the_sources_other_notes():
     """Source A: a two-frame note at row 10 (frames e1, e3) and a note at row 20 (e1) after a gap, then
     row 10 again (e2: a new note, the run having ended); source B: one note at row 30 (e2). Each note is

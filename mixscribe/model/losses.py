@@ -111,16 +111,26 @@ def deep_clustering_item(v: torch.Tensor, y: torch.Tensor) -> torch.Tensor | Non
     return (vv - 2 * vy + yy) / n**2
 
 
+def positives_problem(positives: str, exclude_semitones: int) -> tuple[str, str] | None:
+    """What is wrong with a choice of positives and exclusion, as (option, why), or None: one rule for the
+    training config's check and the loss itself, so that a config that passes is one the loss accepts."""
+    if positives not in POSITIVES:
+        return "positives", f"must be one of {list(POSITIVES)}"
+    if not isinstance(exclude_semitones, int) or not 0 <= exclude_semitones <= MAX_EXCLUDE_SEMITONES:
+        return "exclude_semitones", f"must be an integer in [0, {MAX_EXCLUDE_SEMITONES}]"
+    if exclude_semitones and positives != "other-pitch":
+        return "exclude_semitones", "needs positives: other-pitch"
+    return None
+
+
 def timbre_loss(cfg: ModelConfig, embedding: torch.Tensor, membership: torch.Tensor,
                 generator: torch.Generator | None = None, positives: str = "all",
                 exclude_semitones: int = 0) -> torch.Tensor:  # fmt: skip
     """Batch mean over items. embedding [B, D, 84, T]; membership [B, M, 84, T] (per-source rolls);
     positives: one of POSITIVES, with "other-pitch" excluding exclude_semitones either side (InfoNCE only)."""
-    if positives not in POSITIVES:
-        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
-    if not 0 <= exclude_semitones <= MAX_EXCLUDE_SEMITONES or (exclude_semitones and positives != "other-pitch"):
-        raise ValueError(f"exclude_semitones must be in [0, {MAX_EXCLUDE_SEMITONES}], and 0 unless positives "
-                         f"are 'other-pitch'; got {exclude_semitones} with {positives!r}")  # fmt: skip
+    problem = positives_problem(positives, exclude_semitones)
+    if problem:
+        raise ValueError(f"{problem[0]} {problem[1]}; got positives {positives!r}, exclude_semitones {exclude_semitones!r}")
     items = (_item_loss(cfg, embedding[b], membership[b], generator, positives, exclude_semitones)
              for b in range(embedding.shape[0]))  # fmt: skip
     losses = [item for item in items if item is not None]
