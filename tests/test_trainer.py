@@ -250,3 +250,24 @@ def test_the_learning_curve_scores_transcriptions_and_tells_a_trained_model_from
     fresh = validation_scores(TwoBranchModel(shipped.cfg), examples, "encoder")
     assert trained["val/note_f1"] > 0.5 and trained["val/note_f1"] > fresh["val/note_f1"] + 0.3, (trained, fresh)
     assert set(validation_scores(shipped, examples, "amt")) == {"val/frame_f1", "val/note_f1"}
+
+
+def test_a_resumed_runs_progress_bar_times_only_its_own_steps():
+    import io
+
+    from tqdm import tqdm
+
+    from mixscribe.train.trainer import show_progress
+
+    cfg = TrainConfig(epochs=40, steps_per_epoch=500)
+    for first_epoch, before in ((0, 0), (15, 7500)):
+        with tqdm(total=20000, file=io.StringIO()) as bar:
+            shown: dict[str, str] = {}
+            for index in range(4):  # four steps of this run, then its epoch's validation loss
+                show_progress(bar, cfg, ("step", first_epoch, index, 0.01), shown)
+            show_progress(bar, cfg, ("epoch", first_epoch, 499, 0.02), shown)
+            # as shown after 4 s: 4 steps in 4 s, so the steps left take as many seconds
+            line = tqdm.format_meter(**{**bar.format_dict, "elapsed": 4.0})
+        left = 20000 - before - 4
+        assert bar.n == before + 4 and f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}" in line, line
+        assert f"epoch={first_epoch + 1}/40" in line and "val_loss=0.0200" in line and "loss=0.0100" in line

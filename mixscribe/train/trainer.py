@@ -65,7 +65,7 @@ class TrainConfig(SelfChecking):
 
     def validate(self) -> None:
         from mixscribe.config import check_field
-        from mixscribe.model.losses import MAX_EXCLUDE_SEMITONES, POSITIVES
+        from mixscribe.model.losses import positives_problem
         from mixscribe.train.steps import PRECISIONS, STAGES
 
         check_field(self.stage in STAGES, "train.stage", f"must be one of {list(STAGES)}")
@@ -75,11 +75,10 @@ class TrainConfig(SelfChecking):
         check_field(self.score_valid_every >= 0, "train.score_valid_every", "must be >= 0 (0: never)")
         check_field(0 <= self.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
         check_field(self.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
-        check_field(self.timbre_positives in POSITIVES, "train.timbre_positives", f"must be one of {list(POSITIVES)}")
-        check_field(isinstance(self.timbre_exclude_semitones, int) and 0 <= self.timbre_exclude_semitones <= MAX_EXCLUDE_SEMITONES,
-                    "train.timbre_exclude_semitones", f"must be an integer in [0, {MAX_EXCLUDE_SEMITONES}]")  # fmt: skip
-        check_field(not self.timbre_exclude_semitones or self.timbre_positives == "other-pitch",
-                    "train.timbre_exclude_semitones", "needs train.timbre_positives: other-pitch")  # fmt: skip
+        problem = positives_problem(self.timbre_positives, self.timbre_exclude_semitones)
+        if problem:
+            option, why = problem
+            check_field(False, f"train.timbre_{option}", why.replace("positives:", "train.timbre_positives:"))
         check_field(isinstance(self.compile, bool), "train.compile", "must be true or false")
         check_field(self.mixes_per_clip >= 1 and self.remix_pool_clips >= 1, "train.mixes_per_clip",
                "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
@@ -243,7 +242,7 @@ def _loop(config: dict) -> None:
     tracker = _RankZeroTracker(config.get("mlflow"), rank)
     tracker.tag({"train.precision_used": precision, "train.threads_per_worker": str(torch.get_num_threads())})
     before = examples_seen_before(cfg.init_checkpoint)
-    per_epoch = cfg.steps_per_epoch * cfg.batch_size * ctx.get_world_size()
+    per_epoch = examples_per_epoch(cfg, ctx.get_world_size())
     if cfg.init_checkpoint and cfg.stage not in before:
         tracker.tag({"train.examples_seen_before": "unknown (the initial checkpoint does not record it)"})
     progress = config.get("progress")
@@ -280,9 +279,9 @@ def _loop(config: dict) -> None:
             _put_progress(progress, ("epoch", epoch, cfg.steps_per_epoch - 1, val["val/loss"]))
         metrics = {**{f"train/{k}": v for k, v in totals.items()}, **val, "epoch": epoch,
                    "train/lr": optimizer.param_groups[0]["lr"], "train/data_wait_frac": wait / elapsed,
-                   "train/examples_per_s": cfg.steps_per_epoch * cfg.batch_size / elapsed,
+                   "train/examples_per_s": examples_per_epoch(cfg, workers=1) / elapsed,
                    "train/examples_seen": before.get(cfg.stage, 0) + (epoch + 1) * per_epoch,
-                   **{f"train/aug/{t}_frac": float(c) / (cfg.steps_per_epoch * cfg.batch_size)
+                   **{f"train/aug/{t}_frac": float(c) / examples_per_epoch(cfg, workers=1)
                       for t, c in zip(AUG_KEYS, augmented)}}  # fmt: skip
         tracker.log(metrics, epoch)
         history.append({**metrics, "start_epoch": start_epoch})
@@ -374,10 +373,16 @@ class _RankZeroTracker:
         log_metrics(self.client, self.run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
 
+def examples_per_epoch(cfg: TrainConfig, workers: int | None = None) -> int:
+    """Examples one epoch of all workers takes: the unit of the stream's arithmetic and of each branch's
+    examples_seen. workers: as many as run (the config's unless given)."""
+    return cfg.steps_per_epoch * cfg.batch_size * (cfg.workers if workers is None else workers)
+
+
 def _stream_arithmetic(cfg: TrainConfig, train_clips: int, epochs: int) -> tuple[int, int]:
     """(examples in one copy of the training split, examples `epochs` epochs of every worker take)."""
     per_copy = max(1, train_clips * cfg.mixes_per_clip)
-    return per_copy, max(0, epochs) * cfg.steps_per_epoch * cfg.batch_size * cfg.workers
+    return per_copy, max(0, epochs) * examples_per_epoch(cfg)
 
 
 def passes_needed(cfg: TrainConfig, train_clips: int, start_epoch: int = 0) -> int:
@@ -580,25 +585,36 @@ class TrainingProgress:
 
         from mixscribe.console import bar_interval
 
-        steps = self.cfg.steps_per_epoch
-        total = self.cfg.epochs * steps
+        total = self.cfg.epochs * self.cfg.steps_per_epoch
         with tqdm(total=total, unit="step", desc=f"training {self.cfg.stage}", mininterval=bar_interval()) as bar:
             shown: dict[str, str] = {}
             while not (self._stop.is_set() and self.queue.empty()):
                 try:
-                    kind, epoch, index, loss = self.queue.get(timeout=0.5)
+                    message = self.queue.get(timeout=0.5)
                 except Empty:
                     continue
                 except Exception:  # the queue's actor is gone (the run ended): nothing more to show
                     return
-                if kind == "step":
-                    bar.n = epoch * steps + index + 1
-                    shown["loss"] = f"{loss:.4f}"
-                else:
-                    shown["val_loss"] = f"{loss:.4f}"
-                shown["epoch"] = f"{epoch + 1}/{self.cfg.epochs}"
-                bar.set_postfix(shown, refresh=False)
-                bar.refresh()
+                show_progress(bar, self.cfg, message, shown)
+
+
+def show_progress(bar, cfg: TrainConfig, message: tuple, shown: dict[str, str]) -> None:
+    """Move the bar to rank 0's report (kind, epoch, step index, loss). A resumed run's first step
+    starts the bar's clock at the steps done before, so its rate and time left are this run's own
+    (counted from zero they promised a 3-hour resume in minutes)."""
+    kind, epoch, index, loss = message
+    if kind == "step":
+        done = epoch * cfg.steps_per_epoch + index + 1
+        if bar.n == 0 and done > 1:
+            bar.reset(total=bar.total)
+            bar.initial = done - 1
+        bar.n = done
+        shown["loss"] = f"{loss:.4f}"
+    else:
+        shown["val_loss"] = f"{loss:.4f}"
+    shown["epoch"] = f"{epoch + 1}/{cfg.epochs}"
+    bar.set_postfix(shown, refresh=False)
+    bar.refresh()
 
 
 def _put_progress(queue, item: tuple) -> None:
