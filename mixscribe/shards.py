@@ -121,7 +121,8 @@ class ShardSet:
         """All rows, or those of `splits` and/or `ids`, each file read checked present and of this
         schema. Rows are filtered file by file as they are read, so memory holds one shard and the
         kept rows: a 10,000-clip set is gigabytes of audio, and each training worker wants its few
-        hundred validation clips from it."""
+        hundred validation clips from it. A file's id and split columns are read first, and its audio
+        only if it holds a wanted row: finding one clip reads one shard's audio, not the set's."""
         wanted = {name: pa.array(list(values), pa.string())
                   for name, values in (("split", splits), ("id", ids)) if values is not None}  # fmt: skip
         read = [*columns, *(name for name in wanted if name not in columns)] if columns else None
@@ -137,9 +138,12 @@ class ShardSet:
             except Exception as exc:
                 raise ShardError(f"{path}: corrupt shard ({exc})") from exc
             check_schema(pf.schema_arrow, path)
+            keep = _rows_wanted(pf, wanted)
+            if keep is not None and not pc.any(keep).as_py():
+                continue
             table = pf.read(columns=read)
-            for name, values in wanted.items():
-                table = table.filter(pc.is_in(table[name], value_set=values))
+            if keep is not None:
+                table = table.filter(keep)
             tables.append(table.select(columns) if columns else table)
         if tables:
             return pa.concat_tables(tables)
@@ -174,6 +178,19 @@ class ShardSet:
             for split in holds:
                 paths[split].append(path)
         return paths
+
+
+def _rows_wanted(pf: pq.ParquetFile, wanted: dict[str, pa.Array]) -> pa.BooleanArray | None:
+    """Which of a shard's rows have every wanted column's value among the wanted ones, read from those
+    (small string) columns alone; None when nothing is filtered."""
+    if not wanted:
+        return None
+    keys = pf.read(columns=list(wanted))
+    masks = [pc.is_in(keys[name], value_set=values) for name, values in wanted.items()]
+    keep = masks[0]
+    for mask in masks[1:]:
+        keep = pc.and_(keep, mask)
+    return keep
 
 
 def previous_manifest(fs: pafs.FileSystem, root: str) -> dict | None:

@@ -5,6 +5,7 @@ by the renderer's own shard writer; the clips are short tones (no SoundFont need
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from mixscribe.errors import MixscribeError, ShardError
@@ -76,6 +77,27 @@ def test_rows_of_some_splits_or_ids_are_filtered_file_by_file(tmp_path):
     assert opened.read_table(columns=["id"], splits=("valid",)).num_rows == 2
     with pytest.raises(ShardError, match="part-00000001.parquet: listed in the manifest but missing"):
         opened.read_table(splits=("train",))
+
+
+def test_finding_clips_by_id_reads_audio_only_from_the_shards_holding_them(tmp_path, monkeypatch):
+    """`inspect --clip` on a set of gigabytes: each shard's id column is read, its audio only where the id is."""
+    write_set(tmp_path, [["train", "valid", "test"], ["train", "train"], ["valid", "test"]])
+    opened = ShardSet.open(str(tmp_path))
+    whole_rows = opened.read_table().schema
+    reads: list[tuple | None] = []
+    real_read = pq.ParquetFile.read
+
+    def spy(self, columns=None, **kwargs):
+        reads.append(tuple(columns) if columns else None)
+        return real_read(self, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read", spy)
+    clip = opened.read_table(ids=("clip-0004",))
+    assert clip.column("id").to_pylist() == ["clip-0004"] and clip.schema == whole_rows
+    assert reads == [("id",), ("id",), None, ("id",)]  # whole rows of the second file only
+    reads.clear()
+    assert opened.read_table(columns=["id"], ids=("clip-0009",)).num_rows == 0
+    assert reads == [("id",)] * 3
 
 
 def test_a_renderers_record_without_ids_or_splits_is_read_too():
