@@ -55,6 +55,14 @@ def measure(shards: str, split: str, mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measure_each(shards: str, split: str, modes: dict[str, str]) -> list[dict]:
+    """Each mode's figures (keyed by the label printed), one fresh process each."""
+    results = [measure(shards, split, mode) for mode in modes.values()]
+    for label, r in zip(modes, results):
+        print(f"{label}: {r['clips']} clips in {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    return results
+
+
 def directory_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*.parquet")) / 2**20
 
@@ -65,16 +73,11 @@ def main() -> None:
     ap.add_argument("--split", default="valid")
     args = ap.parse_args()
     size = directory_mb(Path(args.shards))
-    filtered = measure(args.shards, args.split, "filtered")
-    whole = measure(args.shards, args.split, "whole")
-    for name, r in (("shard by shard", filtered), ("whole set, then filter", whole)):
-        print(f"{name}: {r['clips']} clips in {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    filtered, whole = measure_each(args.shards, args.split, {"shard by shard": "filtered", "whole set, then filter": "whole"})
     ratio = whole["peak_rss_mb"] / filtered["peak_rss_mb"]
     print(f"peak RSS whole / shard by shard = {ratio:.1f}x")
-    by_id = measure(args.shards, args.split, "id")
-    every_shard = measure(args.shards, args.split, "every-shard")
-    for name, r in (("one clip, id columns first", by_id), ("one clip, every shard whole", every_shard)):
-        print(f"{name}: {r['clips']} clip in {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    by_id, every_shard = measure_each(args.shards, args.split, {"one clip, id columns first": "id",
+                                                                "one clip, every shard whole": "every-shard"})  # fmt: skip
     speedup = every_shard["seconds"] / by_id["seconds"]
     print(f"finding one clip: every shard whole / id columns first = {speedup:.1f}x the time")
     body = f"""## Reading one split (`benchmarks/shard_read_memory.py {args.shards} --split {args.split}`)
