@@ -27,7 +27,7 @@ INIT_MODEL = "init.pt"  # the copy of the starting model, under the pipeline's m
 REPORT_DIR = "report"  # a pipeline's evaluation report, under its folder; studies read it back
 FIELDS_ADDED_LATER = {"pipeline": ("init_branches", "datasets"),
                       "train": ("gain_low", "gain_high", "noise_std", "score_valid_every", "timbre_positives",
-                                "timbre_exclude_semitones"),
+                                "timbre_exclude_semitones", "select_by"),
                       "synth": ("generator.whole_range_prob",)}
 
 
@@ -426,7 +426,7 @@ def _synth_stage(stages: _Stages, plan: Plan, root: Path, log) -> str:
 
 def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: str, init: str | None, log) -> str:
     from mixscribe import tracking
-    from mixscribe.train.trainer import CHECKPOINT_FILE, read_history, run_training
+    from mixscribe.train.trainer import CHECKPOINT_FILE, chosen_checkpoint, read_history, run_training
 
     cfg = plan.train_for(stage, init or "")
 
@@ -437,7 +437,8 @@ def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: st
                               mlflow={"tracking_uri": stages.uri, "run_id": rid})  # fmt: skip
         if result.error:
             raise result.error
-        best = result.get_best_checkpoint("val/loss", "min") or result.checkpoint
+        best, chosen = chosen_checkpoint(result, cfg)
+        stages.mlf.set_tag(rid, "train.chosen_epoch", str(chosen.get("epoch")))
         models = root / "models"
         models.mkdir(exist_ok=True)
         target = models / f"{stage}.pt"
@@ -447,7 +448,8 @@ def _train_stage(stages: _Stages, plan: Plan, root: Path, shards: str, stage: st
             os.replace(tmp, target)
         tracking.log_trained_model(stages.uri, rid, target, {"train": to_dict(cfg)})
         tracking.log_artifacts(stages.mlf, rid, write_curve(root / "curves", stage, read_history(result)), "curve")
-        log(f"    {stage}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/")))
+        log(f"    {stage}: epoch {chosen.get('epoch')} of {result.metrics.get('epoch')} chosen by {cfg.select_by}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in chosen.items() if k.startswith("val/")))  # fmt: skip
         return str(target)
 
     return _run_stage(stages, f"train-{stage}", log, body)

@@ -165,6 +165,7 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     before["train"] |= before["train"].pop("remix")  # the remix settings as the section once held them, inline
     del before["train"]["gain_low"], before["train"]["gain_high"], before["train"]["noise_std"]
     del before["train"]["score_valid_every"], before["train"]["timbre_positives"], before["train"]["timbre_exclude_semitones"]
+    del before["train"]["select_by"]
     del before["synth"]["generator"]["whole_range_prob"]
     # the evaluate section as it was: these decoding settings inline, none of DecodeParams' others
     decode = before["evaluate"].pop("decode")
@@ -189,6 +190,9 @@ def test_settings_added_later_leave_a_pipelines_digest_as_it_was(tmp_path):
     other = tmp_path / "other-pitch.yaml"
     other.write_text(yaml.safe_dump({"train": {"timbre_positives": "other-pitch"}}))
     assert load_plan(str(other)).digest() != load_plan(str(tmp_path / "plain.yaml")).digest()
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_text(yaml.safe_dump({"train": {"select_by": "val/note_f1"}}))
+    assert load_plan(str(chosen)).digest() != load_plan(str(tmp_path / "plain.yaml")).digest()
 
 
 def test_a_wider_exclusion_needs_other_pitch_positives_and_a_sane_width():
@@ -199,6 +203,17 @@ def test_a_wider_exclusion_needs_other_pitch_positives_and_a_sane_width():
                             ({"timbre_positives": "other-pitch", "timbre_exclude_semitones": 13}, "integer in \\[0, 12\\]"),
                             ({"timbre_positives": "other-pitch", "timbre_exclude_semitones": 1.5}, "integer")):  # fmt: skip
         with pytest.raises(ConfigError, match=f"train.timbre_exclude_semitones: .*{message}"):
+            load_train_config({"train": fields})
+
+
+def test_checkpoints_are_ranked_by_a_figure_every_epoch_has():
+    from mixscribe.train.trainer import load_train_config
+
+    assert load_train_config({"train": {"stage": "encoder", "select_by": "val/sep_note_f1"}}).select_by == "val/sep_note_f1"
+    for fields, message in (({"select_by": "val/timbre"}, "must be one of"),
+                            ({"select_by": "val/note_f1", "score_valid_every": 2}, "needs train.score_valid_every: 1"),
+                            ({"select_by": "val/sep_note_f1"}, "not in stage amt")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"train.select_by: .*{message}"):
             load_train_config({"train": fields})
 
 

@@ -65,6 +65,9 @@ def test_pipeline_logs_nested_runs_params_metrics_lineage_and_models(finished):
     # metrics: per epoch, stable namespace, rank 0 only (one value per epoch)
     history = client.get_metric_history(children["train-amt"].info.run_id, "val/loss")
     assert sorted(m.step for m in history) == [-1, 0, 1]  # -1: the model as the stage started
+    # the stage ships its best epoch by train.select_by (val/loss unless set), and says which
+    losses = {m.step: m.value for m in history if m.step >= 0}
+    assert children["train-amt"].data.tags["train.chosen_epoch"] == str(min(losses, key=losses.get)) and "chosen by val/loss" in r.stdout
     assert {"train/loss", "train/data_wait_frac", "train/lr"} <= set(children["train-amt"].data.metrics)
     assert "val/timbre" in children["train-encoder"].data.metrics
     # the learning curve in transcription figures: per epoch in MLflow, and as a table and plot per stage

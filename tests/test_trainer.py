@@ -68,13 +68,26 @@ def test_two_workers_lower_the_loss_and_a_rerun_resumes(data, tmp_path):
     assert (tmp_path / "curves" / "amt.png").stat().st_size > 0
 
 
-def test_bf16_training_on_two_workers_lowers_the_loss(data, tmp_path):
-    """train.precision bf16 through Ray Train: DDP over channels-last float32 weights, autocast steps."""
-    cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, valid_examples=4, remix=SHORT_CROP, workers=2, lr=3e-3,
-                      precision="bf16")  # fmt: skip
+def test_bf16_training_lowers_the_loss_and_ships_the_epoch_its_figure_chooses(data, tmp_path):
+    """train.precision bf16 through Ray Train: DDP over channels-last float32 weights, autocast steps.
+    With train.select_by a scored figure, the checkpoints are ranked by it: the best is kept beside the
+    latest and is the one a training ships, whatever the loss says."""
+    from mixscribe.model.checkpoint import load_checkpoint
+    from mixscribe.train.trainer import chosen_checkpoint
+
+    cfg = TrainConfig(epochs=3, steps_per_epoch=3, batch_size=4, valid_examples=4, remix=SHORT_CROP, workers=2, lr=3e-3,
+                      precision="bf16", select_by="val/note_f1", num_to_keep=1)  # fmt: skip
     result = run_training(cfg, data, "bf16", str(tmp_path))
-    history = result.metrics_dataframe
-    assert list(history["epoch"]) == [0, 1] and history["val/loss"].iloc[1] < history["val/loss"].iloc[0]
+    history = [row for row in read_history(result) if row["epoch"] >= 0]  # every epoch's, kept or not
+    assert [h["epoch"] for h in history] == [0, 1, 2] and history[2]["val/loss"] < history[0]["val/loss"]
+    best, chosen = chosen_checkpoint(result, cfg)
+    with best.as_directory() as d:
+        shipped = load_checkpoint(Path(d) / CHECKPOINT_FILE)["extra"]["epoch"]
+    top = max(h["val/note_f1"] for h in history)
+    first_best = next(h["epoch"] for h in history if h["val/note_f1"] == top)  # of equal bests, Ray keeps the first
+    assert shipped == chosen["epoch"] == first_best and chosen["val/note_f1"] == top
+    kept = {load_checkpoint(p / CHECKPOINT_FILE)["extra"]["epoch"] for p in (tmp_path / "bf16").glob("checkpoint_*") if p.is_dir()}
+    assert kept == {first_best, 2}  # the best by note F and the latest, to resume from
 
 
 def test_compiled_auto_precision_training_says_what_it_ran(data, tmp_path):

@@ -275,10 +275,10 @@ def _open_train_run(args: argparse.Namespace, cfg) -> tuple:
 def _log_trained_model(run: tuple, result, cfg) -> None:
     from mixscribe import tracking
     from mixscribe.config import to_dict
-    from mixscribe.train.trainer import CHECKPOINT_FILE
+    from mixscribe.train.trainer import CHECKPOINT_FILE, chosen_checkpoint
 
     uri, mlf, rid = run
-    best = result.get_best_checkpoint("val/loss", "min") or result.checkpoint
+    best, _ = chosen_checkpoint(result, cfg)
     if best:
         with best.as_directory() as d:
             tracking.log_trained_model(uri, rid, os.path.join(d, CHECKPOINT_FILE), {"train": to_dict(cfg)})

@@ -18,6 +18,10 @@ from mixscribe.train.augment import AugmentConfig
 from mixscribe.train.data import RemixConfig
 
 
+# The figures train.select_by may rank checkpoints by, and which way is better.
+SELECT_BY = {"val/loss": "min", "val/note_f1": "max", "val/sep_note_f1": "max"}
+
+
 @dataclass(frozen=True)
 class TrainConfig(SelfChecking):
     stage: str = "amt"  # "amt" (focal), "encoder" (InfoNCE, AMT frozen), "joint"
@@ -48,6 +52,11 @@ class TrainConfig(SelfChecking):
     use_gpu: bool | None = None  # one GPU per worker (Ray places workers on GPU nodes); None: when the cluster has GPUs
     placement_strategy: str = "PACK"  # Ray's: PACK (fewest nodes), SPREAD, STRICT_SPREAD (one per node)
     num_to_keep: int = 2
+    # The validation figure that ranks checkpoints: the num_to_keep best are kept (and the latest, to
+    # resume from), and the best is the model a pipeline ships. "val/loss" (the stage's loss, lower is
+    # better), or a scored figure (higher is better, needs score_valid_every: 1): "val/note_f1", or for
+    # an encoder "val/sep_note_f1", the figure it is judged by, which its InfoNCE does not always follow.
+    select_by: str = "val/loss"
     max_failures: int = 2
     init_checkpoint: str = ""  # e.g. the AMT stage's checkpoint when training the encoder
     # The training steps' arithmetic: "float32", "bf16" (bfloat16 autocast, channels-last: 2.1-2.9x the
@@ -79,6 +88,11 @@ class TrainConfig(SelfChecking):
         if problem:
             option, why = problem
             check_field(False, f"train.timbre_{option}", why.replace("positives:", "train.timbre_positives:"))
+        check_field(self.select_by in SELECT_BY, "train.select_by", f"must be one of {list(SELECT_BY)}")
+        check_field(self.select_by == "val/loss" or self.score_valid_every == 1, "train.select_by",
+                    f"{self.select_by} ranks every epoch's checkpoint, so needs train.score_valid_every: 1")  # fmt: skip
+        check_field(self.select_by != "val/sep_note_f1" or self.stage != "amt", "train.select_by",
+                    "val/sep_note_f1 is scored where the stage trains the encoder, not in stage amt")  # fmt: skip
         check_field(isinstance(self.compile, bool), "train.compile", "must be true or false")
         check_field(self.mixes_per_clip >= 1 and self.remix_pool_clips >= 1, "train.mixes_per_clip",
                "mixes_per_clip and remix_pool_clips must be >= 1")  # fmt: skip
@@ -440,6 +454,16 @@ def _latest_result(run: str):
         logger.setLevel(level)
 
 
+def chosen_checkpoint(result, cfg: TrainConfig):
+    """The run's best checkpoint by train.select_by (its latest where none carries the figure), and
+    that epoch's metrics: the model a training ships."""
+    if not result.best_checkpoints:
+        return result.checkpoint, result.metrics or {}
+    best = result.get_best_checkpoint(cfg.select_by, SELECT_BY[cfg.select_by]) or result.checkpoint
+    metrics = next((m for c, m in result.best_checkpoints if c == best), result.metrics)
+    return best, metrics
+
+
 def epochs_done(storage: str, name: str) -> int:
     """Epochs the run `name` under `storage` has finished (0 for a new run), from Ray Train's record of
     its latest checkpoint: the epoch a re-run resumes at, known to the driver before the data stream is
@@ -544,8 +568,8 @@ def run_training(cfg: TrainConfig, data: str, name: str, storage: str, mlflow: d
         run_config=RunConfig(
             name=name,
             storage_path=absolute(storage),  # an s3:// or gs:// URI stays one: every node reaches it
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep, checkpoint_score_attribute="val/loss",
-                                               checkpoint_score_order="min"),  # fmt: skip
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep, checkpoint_score_attribute=cfg.select_by,
+                                               checkpoint_score_order=SELECT_BY[cfg.select_by]),  # fmt: skip
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
