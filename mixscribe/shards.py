@@ -125,7 +125,7 @@ class ShardSet:
         only if it holds a wanted row: finding one clip reads one shard's audio, not the set's."""
         wanted = {name: pa.array(list(values), pa.string())
                   for name, values in (("split", splits), ("id", ids)) if values is not None}  # fmt: skip
-        read = [*columns, *(name for name in wanted if name not in columns)] if columns else None
+        read = list(columns) if columns else None  # the filter's columns are read apart (_rows_wanted)
         tables = []
         for f in self.manifest.files:
             if splits is not None and not any(f.may_hold(s) for s in splits):

@@ -455,13 +455,14 @@ def _latest_result(run: str):
 
 
 def chosen_checkpoint(result, cfg: TrainConfig):
-    """The run's best checkpoint by train.select_by (its latest where none carries the figure), and
-    that epoch's metrics: the model a training ships."""
-    if not result.best_checkpoints:
+    """The run's best kept checkpoint by train.select_by (its latest where none carries the figure), and
+    that epoch's metrics: the model a training ships. Of equal figures the first kept wins, as in Ray's
+    own ranking."""
+    scored = [(c, m) for c, m in result.best_checkpoints or [] if m.get(cfg.select_by) is not None]
+    if not scored:
         return result.checkpoint, result.metrics or {}
-    best = result.get_best_checkpoint(cfg.select_by, SELECT_BY[cfg.select_by]) or result.checkpoint
-    metrics = next((m for c, m in result.best_checkpoints if c == best), result.metrics)
-    return best, metrics
+    pick = max if SELECT_BY[cfg.select_by] == "max" else min
+    return pick(scored, key=lambda kept: kept[1][cfg.select_by])
 
 
 def epochs_done(storage: str, name: str) -> int:
