@@ -111,15 +111,16 @@ def deep_clustering_item(v: torch.Tensor, y: torch.Tensor) -> torch.Tensor | Non
     return (vv - 2 * vy + yy) / n**2
 
 
-def positives_problem(positives: str, exclude_semitones: int) -> tuple[str, str] | None:
+def positives_problem(positives: str, exclude_semitones: int, prefix: str = "") -> tuple[str, str] | None:
     """What is wrong with a choice of positives and exclusion, as (option, why), or None: one rule for the
-    training config's check and the loss itself, so that a config that passes is one the loss accepts."""
+    training config's check and the loss itself, so that a config that passes is one the loss accepts.
+    prefix names the options as the caller's user knows them (the config's "train.timbre_")."""
     if positives not in POSITIVES:
-        return "positives", f"must be one of {list(POSITIVES)}"
+        return f"{prefix}positives", f"must be one of {list(POSITIVES)}"
     if not isinstance(exclude_semitones, int) or not 0 <= exclude_semitones <= MAX_EXCLUDE_SEMITONES:
-        return "exclude_semitones", f"must be an integer in [0, {MAX_EXCLUDE_SEMITONES}]"
+        return f"{prefix}exclude_semitones", f"must be an integer in [0, {MAX_EXCLUDE_SEMITONES}]"
     if exclude_semitones and positives != "other-pitch":
-        return "exclude_semitones", "needs positives: other-pitch"
+        return f"{prefix}exclude_semitones", f"needs {prefix}positives: other-pitch"
     return None
 
 

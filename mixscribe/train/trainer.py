@@ -84,10 +84,9 @@ class TrainConfig(SelfChecking):
         check_field(self.score_valid_every >= 0, "train.score_valid_every", "must be >= 0 (0: never)")
         check_field(0 <= self.seed < 2**62, "train.seed", "must be in [0, 2^62) (numpy and torch seeds are non-negative)")
         check_field(self.precision in PRECISIONS, "train.precision", f"must be one of {list(PRECISIONS)}")
-        problem = positives_problem(self.timbre_positives, self.timbre_exclude_semitones)
+        problem = positives_problem(self.timbre_positives, self.timbre_exclude_semitones, prefix="train.timbre_")
         if problem:
-            option, why = problem
-            check_field(False, f"train.timbre_{option}", why.replace("positives:", "train.timbre_positives:"))
+            check_field(False, *problem)
         check_field(self.select_by in SELECT_BY, "train.select_by", f"must be one of {list(SELECT_BY)}")
         check_field(self.select_by == "val/loss" or self.score_valid_every == 1, "train.select_by",
                     f"{self.select_by} ranks every epoch's checkpoint, so needs train.score_valid_every: 1")  # fmt: skip
